@@ -1,0 +1,71 @@
+"""The exceptions microfw raises at its boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class MicrofwError(Exception):
+    """Base class of every error microfw raises on purpose."""
+
+
+class PluginError(MicrofwError):
+    """A plugin is broken, duplicated, of the wrong kind or cannot be loaded."""
+
+
+class PluginNotFoundError(PluginError, LookupError):
+    """A name does not match any registered plugin of the requested kind."""
+
+
+class DuplicatePluginError(PluginError):
+    """Two different classes claim the same name within one kind."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem: where it is, what is wrong, and the value received."""
+
+    path: str
+    message: str
+    value: Any = None
+    has_value: bool = False
+
+    def __str__(self) -> str:
+        where = self.path or "<root>"
+        got = f" (got {_short(self.value)})" if self.has_value else ""
+        return f"{where}: {self.message}{got}"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SpecError(MicrofwError, ValueError):
+    """A spec or a plugin's parameters are invalid; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid spec{f' {source}' if source else ''}: {len(self.problems)} problem(s)"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+    def prefixed(self, prefix: str) -> SpecError:
+        """The same problems with ``prefix`` prepended to every path."""
+        return SpecError([join_path_problem(prefix, p) for p in self.problems], source=self.source)
+
+
+def join_path(prefix: str, path: str | int) -> str:
+    """Join spec paths the way users write them: ``layers[2].units``."""
+    if isinstance(path, int):
+        return f"{prefix}[{path}]"
+    if not prefix:
+        return path
+    if not path:
+        return prefix
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
+def join_path_problem(prefix: str, problem: Problem) -> Problem:
+    return Problem(join_path(prefix, problem.path), problem.message, problem.value, problem.has_value)

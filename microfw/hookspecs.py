@@ -1,0 +1,70 @@
+"""The plugin contract: one hook per plugin kind.
+
+A plugin module (or any object) implements some of these hooks with ``@microfw.hookimpl`` and
+is found through the ``microfw`` entry-point group::
+
+    [project.entry-points.microfw]
+    my_plugins = "my_package.plugins"
+
+Each hook takes no arguments and returns a list of classes. Every class must subclass the
+interface of its kind, be concrete, and carry a ``name`` that is unique within its kind
+(layers and activations share one namespace, as both appear in a spec's ``layers``).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from microfw.interfaces import Activation, Initializer, Layer, Loss, Optimizer, Schedule
+
+PROJECT = "microfw"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_layers() -> list[type[Layer]]:
+    """Return :class:`~microfw.Layer` subclasses (e.g. ``linear``, ``softmax``)."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_activations() -> list[type[Activation]]:
+    """Return :class:`~microfw.Activation` subclasses (element-wise functions)."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_losses() -> list[type[Loss]]:
+    """Return :class:`~microfw.Loss` subclasses."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_initializers() -> list[type[Initializer]]:
+    """Return :class:`~microfw.Initializer` subclasses."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_optimizers() -> list[type[Optimizer]]:
+    """Return :class:`~microfw.Optimizer` subclasses."""
+    raise NotImplementedError
+
+
+@hookspec
+def register_schedules() -> list[type[Schedule]]:
+    """Return :class:`~microfw.Schedule` subclasses (learning-rate annealing)."""
+    raise NotImplementedError
+
+
+HOOKS: dict[str, str] = {
+    "layer": "register_layers",
+    "activation": "register_activations",
+    "loss": "register_losses",
+    "initializer": "register_initializers",
+    "optimizer": "register_optimizers",
+    "schedule": "register_schedules",
+}
+"""The hook that registers each plugin kind."""

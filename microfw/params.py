@@ -1,0 +1,127 @@
+"""Plugin parameters: the annotated class attributes of a plugin become a pydantic model.
+
+A plugin declares its parameters as annotated class attributes, for example
+``alpha: float = 0.01``. :func:`params_model` turns them into a strict pydantic model
+(unknown keys rejected, no NaN or infinity, no silent string-to-number coercion). A
+parameter annotated with an interface (``init: Initializer = ref("xavier")``) is a
+reference to another plugin: a name, ``{"type": name, **params}`` or an instance.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, ClassVar, get_origin
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+
+from microfw.errors import Problem, SpecError, join_path
+
+_MODEL_ATTR = "__microfw_params_model__"
+
+
+def ref(name: str) -> Any:
+    """A default that names a plugin, e.g. ``init: Initializer = ref("xavier")``.
+
+    The name is resolved through the registry when the plugin is constructed.
+    """
+    return name
+
+
+def interface_of(annotation: Any) -> type | None:
+    """The interface class if ``annotation`` is one (a plugin reference), else None."""
+    if isinstance(annotation, type) and annotation.__dict__.get("__microfw_interface__", False):
+        return annotation
+    return None
+
+
+def _reference_field(interface: type) -> Any:
+    kind = interface.kind  # type: ignore[attr-defined]
+
+    def resolve(value: Any) -> Any:
+        from microfw.registry import current_registry
+
+        return current_registry().create(kind, value)
+
+    return typing.Annotated[
+        Any, BeforeValidator(resolve), WithJsonSchema({"$ref": f"#/$defs/{kind}_ref"})
+    ]
+
+
+def parameter_hints(cls: type) -> dict[str, Any]:
+    """The parameters a plugin class declares (annotated, non-ClassVar, public attributes)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        name: hint
+        for name, hint in hints.items()
+        if not name.startswith("_") and get_origin(hint) is not ClassVar and hint is not ClassVar
+    }
+
+
+def params_model(cls: type) -> type[BaseModel]:
+    """The pydantic model of ``cls``'s parameters, built once and cached on the class."""
+    cached = cls.__dict__.get(_MODEL_ATTR)
+    if cached is not None:
+        return cached
+    fields: dict[str, Any] = {}
+    for name, hint in parameter_hints(cls).items():
+        interface = interface_of(hint)
+        annotation = _reference_field(interface) if interface is not None else hint
+        default = getattr(cls, name, ...)
+        fields[name] = (annotation, default)
+    model = create_model(  # type: ignore[call-overload]
+        f"{cls.__name__}Params",
+        __config__=ConfigDict(
+            extra="forbid",
+            strict=True,
+            allow_inf_nan=False,
+            validate_default=True,
+            arbitrary_types_allowed=True,
+        ),
+        __doc__=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None,
+        **fields,
+    )
+    setattr(cls, _MODEL_ATTR, model)
+    return model
+
+
+def validate_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` against ``cls``'s schema; raise :class:`SpecError` listing every problem.
+
+    Nested plugin references come back as instances.
+    """
+    model = params_model(cls)
+    try:
+        validated = model.model_validate(params)
+    except ValidationError as exc:
+        raise SpecError(problems_from_pydantic(exc)) from None
+    return {name: getattr(validated, name) for name in type(validated).model_fields}
+
+
+def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
+    """Translate pydantic's errors into :class:`Problem` items with ``a.b[2].c`` paths."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path = f"{path}.{part}" if path else str(part)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown parameter"
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, SpecError):
+            for inner in ctx_error.problems:
+                problems.append(Problem(join_path(path, inner.path), inner.message, inner.value, inner.has_value))
+            continue
+        problems.append(Problem(path, message, err.get("input"), err["type"] != "missing"))
+    return problems
+

@@ -1,0 +1,362 @@
+"""The plugin registry: pluggy, entry-point discovery, and name lookup with did-you-mean.
+
+Every plugin, built-in or third-party, arrives the same way: a module listed in the
+``microfw`` entry-point group implements ``register_*`` hooks. Loading is lazy: nothing is
+imported until a name is first looked up, never at ``import microfw``.
+
+Environment variables:
+
+* ``MICROFW_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value): load only microfw's own
+  entry points, no third-party package.
+* ``MICROFW_PLUGINS``: a comma-separated allow-list of distribution names whose entry points
+  may load (microfw's own always load).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import inspect
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from microfw import hookspecs
+from microfw.errors import (
+    DuplicatePluginError,
+    PluginError,
+    PluginNotFoundError,
+    Problem,
+    SpecError,
+)
+from microfw.interfaces import INTERFACES, Plugin
+
+ENTRY_POINT_GROUP = "microfw"
+DISABLE_AUTOLOAD_ENV = "MICROFW_DISABLE_PLUGIN_AUTOLOAD"
+ALLOW_ENV = "MICROFW_PLUGINS"
+BUILTIN_DISTRIBUTION = "microfw"
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Layers and activations share a namespace: both are written in a spec's "layers" list.
+_SHARED_NAMESPACE = {"activation": "layer"}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a plugin came from: the distribution (package) and version, and the module."""
+
+    package: str
+    version: str | None
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.version}" if self.version else self.package
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered plugin class."""
+
+    kind: str
+    name: str
+    cls: type[Plugin]
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """A plugin package or class that could not be used, and why; the others keep working."""
+
+    source: str
+    package: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source} (from {self.package}): {self.message}"
+
+
+class Registry:
+    """Holds a pluggy plugin manager and indexes the classes its hooks return by kind and name.
+
+    Args:
+        autoload: load third-party entry points. Defaults to true unless
+            ``MICROFW_DISABLE_PLUGIN_AUTOLOAD`` is set. microfw's own built-ins always load.
+        allow: distribution names allowed to load (default: ``MICROFW_PLUGINS`` if set, else all).
+        entry_points: load entry points at all (false gives an empty registry for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        autoload: bool | None = None,
+        allow: Iterable[str] | None = None,
+        entry_points: bool = True,
+    ) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._provenance: dict[str, Provenance] = {}
+        if autoload is None:
+            autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+        self._autoload = autoload
+        if allow is None and os.environ.get(ALLOW_ENV):
+            allow = os.environ[ALLOW_ENV].split(",")
+        self._allow = None if allow is None else {_norm(a) for a in allow if a.strip()}
+        self._entry_points_pending = entry_points
+        self._index: dict[str, dict[str, Entry]] | None = None
+        self.problems: list[LoadProblem] = []
+
+    # -- adding plugins ------------------------------------------------------------------
+
+    def add_plugin(self, plugin: object, *, package: str, version: str | None = None) -> None:
+        """Register a plugin object (a module or any object with ``@hookimpl`` functions)."""
+        name = f"{package}:{getattr(plugin, '__name__', type(plugin).__name__)}:{id(plugin)}"
+        self._pm.register(plugin, name=name)
+        self._provenance[name] = Provenance(package, version, _source(plugin))
+        self._index = None
+
+    def register(self, cls: type[Plugin], *, package: str | None = None) -> type[Plugin]:
+        """Register one class defined in-process (e.g. in a script); returns it unchanged.
+
+        It goes through pluggy like any package: a tiny plugin object implementing the hook of
+        the class's kind. Raises :class:`DuplicatePluginError` if its name is taken.
+        """
+        kind = kind_of(cls)
+        hook = hookspecs.HOOKS[kind]
+        plugin = _InProcessPlugin(hook, cls)
+        module = getattr(cls, "__module__", "__main__")
+        self.add_plugin(plugin, package=package or module, version=None)
+        try:
+            self._ensure_index()
+        except PluginError:
+            self._pm.unregister(plugin)
+            self._index = None
+            raise
+        return cls
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load_entry_points(self) -> None:
+        if not self._entry_points_pending:
+            return
+        self._entry_points_pending = False
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            package = dist.name if dist is not None else ep.module
+            version = dist.version if dist is not None else None
+            builtin = _norm(package) == BUILTIN_DISTRIBUTION
+            if not builtin and (not self._autoload or not self._allowed(package)):
+                continue
+            if any(p.source == ep.value for p in self._provenance.values()):
+                continue  # the same entry point seen twice (e.g. duplicate dist-info on the path)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken package must not take the others down
+                self._problem(ep.value, package, f"failed to import: {type(exc).__name__}: {exc}")
+                continue
+            self.add_plugin(module, package=package, version=version)
+
+    def _allowed(self, package: str) -> bool:
+        return self._allow is None or _norm(package) in self._allow
+
+    def _problem(self, source: str, package: str, message: str) -> None:
+        problem = LoadProblem(source, package, message)
+        self.problems.append(problem)
+        warnings.warn(f"microfw plugin skipped: {problem}", RuntimeWarning, stacklevel=4)
+
+    def _ensure_index(self) -> dict[str, dict[str, Entry]]:
+        self._load_entry_points()
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _build_index(self) -> dict[str, dict[str, Entry]]:
+        index: dict[str, dict[str, Entry]] = {kind: {} for kind in INTERFACES}
+        for kind, hook_name in hookspecs.HOOKS.items():
+            interface = INTERFACES[kind]
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                prov = self._provenance.get(impl.plugin_name) or Provenance(
+                    impl.plugin_name, None, impl.plugin_name
+                )
+                try:
+                    classes = list(impl.function())
+                except Exception as exc:
+                    self._problem(prov.source, prov.package, f"{hook_name}() raised {exc!r}")
+                    continue
+                for cls in classes:
+                    reason = _invalid_class(cls, interface)
+                    if reason:
+                        self._problem(prov.source, prov.package, f"{hook_name}(): {reason}")
+                        continue
+                    self._add_entry(index, Entry(kind, cls.name, cls, prov))
+        return index
+
+    def _add_entry(self, index: dict[str, dict[str, Entry]], entry: Entry) -> None:
+        kinds = [entry.kind, *(k for k, v in _SHARED_NAMESPACE.items() if v == entry.kind)]
+        kinds += [_SHARED_NAMESPACE[entry.kind]] if entry.kind in _SHARED_NAMESPACE else []
+        for kind in kinds:
+            other = index[kind].get(entry.name)
+            if other is None or other.cls is entry.cls:
+                continue
+            raise DuplicatePluginError(
+                f"{entry.kind} name {entry.name!r} is registered twice: "
+                f"{_qualname(other.cls)} from {other.provenance} and "
+                f"{_qualname(entry.cls)} from {entry.provenance}; plugin names must be unique "
+                f"per kind (uninstall one package or register the class under a new name)"
+            )
+        index[entry.kind][entry.name] = entry
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``, sorted."""
+        return sorted(self._ensure_index()[_check_kind(kind)])
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        """Every registered plugin (of ``kind``), sorted by kind and name."""
+        index = self._ensure_index()
+        kinds = [_check_kind(kind)] if kind else list(index)
+        return [index[k][n] for k in kinds for n in sorted(index[k])]
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry of ``name``; :class:`PluginNotFoundError` with a did-you-mean if unknown."""
+        table = self._ensure_index()[_check_kind(kind)]
+        if isinstance(name, str) and name in table:
+            return table[name]
+        raise PluginNotFoundError(unknown_name_message(kind, name, sorted(table)))
+
+    def get(self, kind: str, name: str) -> type[Plugin]:
+        """The class registered as ``name`` within ``kind``."""
+        return self.entry(kind, name).cls
+
+    def has(self, kind: str, name: str) -> bool:
+        """Whether ``name`` is registered within ``kind``."""
+        return name in self._ensure_index()[_check_kind(kind)]
+
+    def create(self, kind: str, ref: Any) -> Plugin:
+        """Build a plugin from a reference: a name, ``{"type": name, **params}`` or an instance.
+
+        Raises :class:`SpecError` whose problems carry paths relative to the reference.
+        """
+        interface = INTERFACES[_check_kind(kind)]
+        if isinstance(ref, interface):
+            return ref
+        if isinstance(ref, str):
+            name, params, type_path = ref, {}, ""
+        elif isinstance(ref, dict):
+            params = dict(ref)
+            name, type_path = params.pop("type", None), "type"
+            if name is None:
+                raise SpecError([Problem("type", f"missing: the {kind} name", ref, True)])
+        else:
+            raise SpecError(
+                [Problem("", f"expected a {kind} name or {{'type': name, ...}}", ref, True)]
+            )
+        if not isinstance(name, str) or not self.has(kind, name):
+            message = unknown_name_message(kind, name, self.names(kind))
+            raise SpecError([Problem(type_path, message)])
+        cls = self.get(kind, name)
+        with using(self):
+            return cls(**params)
+
+
+class _InProcessPlugin:
+    """A pluggy plugin object that registers one class defined in a script."""
+
+    def __init__(self, hook_name: str, cls: type[Plugin]) -> None:
+        self.__name__ = f"{cls.__module__}.{cls.__qualname__}"
+
+        def register() -> list[type[Plugin]]:
+            return [cls]
+
+        setattr(self, hook_name, hookspecs.hookimpl(register))
+
+
+def kind_of(cls: type) -> str:
+    """The plugin kind of a class, from the interface it subclasses."""
+    if isinstance(cls, type):
+        for kind, interface in INTERFACES.items():
+            if issubclass(cls, interface):
+                return kind
+    kinds = ", ".join(i.__name__ for i in INTERFACES.values())
+    raise PluginError(f"{cls!r} is not a plugin class: it must subclass one of {kinds}")
+
+
+def unknown_name_message(kind: str, name: object, available: list[str]) -> str:
+    """``unknown activation 'rleu'; did you mean 'relu'? available: ...``."""
+    close = difflib.get_close_matches(str(name), available, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (available: {', '.join(available) or 'none'})"
+
+
+def _invalid_class(cls: object, interface: type) -> str | None:
+    if not isinstance(cls, type) or not issubclass(cls, interface):
+        return f"{cls!r} does not subclass microfw.{interface.__name__}"
+    name = cls.__dict__.get("name", getattr(cls, "name", None))
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return f"{_qualname(cls)} has no valid `name` (got {name!r})"
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        return f"{_qualname(cls)} is abstract: implement {missing}"
+    return None
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in INTERFACES:
+        raise ValueError(f"unknown plugin kind {kind!r} (kinds: {', '.join(INTERFACES)})")
+    return kind
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _source(plugin: object) -> str:
+    return str(getattr(plugin, "__name__", type(plugin).__qualname__))
+
+
+def _norm(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package.strip()).lower()
+
+
+# -- the registry in use -----------------------------------------------------------------
+# Created on first use (never at import) so that ``@microfw.register`` in a script and
+# ``microfw.build(spec)`` meet in one place; tests and embedders pass their own Registry.
+
+_default: Registry | None = None
+_current: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
+    "microfw_registry", default=None
+)
+
+
+def default_registry() -> Registry:
+    """The process-wide registry, created (not loaded) on first call."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default
+
+
+def current_registry() -> Registry:
+    """The registry of the enclosing :func:`using` block, else the default one."""
+    return _current.get() or default_registry()
+
+
+@contextmanager
+def using(registry: Registry) -> Iterator[Registry]:
+    """Resolve nested plugin references through ``registry`` inside the block."""
+    token = _current.set(registry)
+    try:
+        yield registry
+    finally:
+        _current.reset(token)
+
+
+def register(cls: type[Plugin]) -> type[Plugin]:
+    """Class decorator: register a plugin defined in a script, usable by name right after."""
+    return current_registry().register(cls)

@@ -1,0 +1,62 @@
+"""Built-in layers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field
+
+from microfw import Initializer, Layer, hookimpl, ref
+from microfw.interfaces import RNG, Array
+
+
+class Linear(Layer):
+    """y = x W + b, with W (n_in, units) and b (units,)."""
+
+    name = "linear"
+    example_params = {"units": 3}
+
+    units: Annotated[int, Field(gt=0)]
+    init: Initializer = ref("xavier")
+    bias_init: Initializer = ref("zeros")
+    use_bias: bool = True
+
+    def output_dim(self, n_in: int) -> int:
+        return self.units
+
+    def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
+        self.W = np.asarray(self.init((n_in, self.units), rng), dtype=dtype)
+        self.dW = np.zeros_like(self.W)
+        self._params = [self.W]
+        self._grads = [self.dW]
+        if self.use_bias:
+            self.b = np.asarray(self.bias_init((self.units,), rng), dtype=dtype)
+            self.db = np.zeros_like(self.b)
+            self._params.append(self.b)
+            self._grads.append(self.db)
+
+    def parameters(self) -> list[Array]:
+        return self._params
+
+    def gradients(self) -> list[Array]:
+        return self._grads
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        if training:
+            self._x = x
+        y = x @ self.W
+        if self.use_bias:
+            y += self.b
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        np.matmul(self._x.T, dy, out=self.dW)
+        if self.use_bias:
+            np.sum(dy, axis=0, out=self.db)
+        return dy @ self.W.T
+
+
+@hookimpl
+def register_layers() -> list[type[Layer]]:
+    return [Linear]
