@@ -68,4 +68,6 @@ def join_path(prefix: str, path: str | int) -> str:
 
 
 def join_path_problem(prefix: str, problem: Problem) -> Problem:
-    return Problem(join_path(prefix, problem.path), problem.message, problem.value, problem.has_value)
+    return Problem(
+        join_path(prefix, problem.path), problem.message, problem.value, problem.has_value
+    )

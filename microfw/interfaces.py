@@ -100,7 +100,7 @@ class Layer(Plugin, abc.ABC):
         """
         return n_in
 
-    def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:  # noqa: B027
+    def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
         """Allocate parameters for inputs of width ``n_in`` in ``dtype``, drawing from ``rng``.
 
         Called once, before the first forward pass. The default allocates nothing.
@@ -164,10 +164,10 @@ class Loss(Plugin, abc.ABC):
     def grad(self, y_pred: Array, y_true: Array) -> Array:
         """``d value / d y_pred``, shape and dtype of ``y_pred``."""
 
-    def check_output_dim(self, n_outputs: int) -> None:  # noqa: B027
+    def check_output_dim(self, n_outputs: int) -> None:
         """Raise ``ValueError`` if a model with ``n_outputs`` outputs cannot use this loss."""
 
-    def check_targets(self, y_true: Array) -> None:  # noqa: B027
+    def check_targets(self, y_true: Array) -> None:
         """Raise ``ValueError`` naming the offending values if targets lie outside the domain."""
 
 

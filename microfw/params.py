@@ -120,8 +120,11 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
         ctx_error = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SpecError):
             for inner in ctx_error.problems:
-                problems.append(Problem(join_path(path, inner.path), inner.message, inner.value, inner.has_value))
+                problems.append(
+                    Problem(
+                        join_path(path, inner.path), inner.message, inner.value, inner.has_value
+                    )
+                )
             continue
         problems.append(Problem(path, message, err.get("input"), err["type"] != "missing"))
     return problems
-
