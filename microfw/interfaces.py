@@ -202,7 +202,7 @@ class Schedule(Plugin, abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, lr0: float, t: int) -> float:
-        """The learning rate at time ``t >= 0`` for initial rate ``lr0``; ``t = 0`` gives ``lr0``."""
+        """The rate after ``t >= 0`` epochs or steps, from initial rate ``lr0`` (t=0 gives lr0)."""
 
 
 @_interface("optimizer")
