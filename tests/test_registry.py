@@ -1,0 +1,265 @@
+"""The plugin registry: inline plugins, a fresh Registry per test, fake installed packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import microfw as mf
+from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
+
+
+class Softsign(mf.Activation):
+    """y = x / (1 + |x|)."""
+
+    name = "softsign"
+
+    def forward(self, x):
+        return x / (1 + np.abs(x))
+
+    def derivative(self, x, y):
+        return 1 / (1 + np.abs(x)) ** 2
+
+
+class Cube(mf.Activation):
+    """y = x^3."""
+
+    name = "cube"
+    scale: float = 1.0
+
+    def forward(self, x):
+        return self.scale * x**3
+
+    def derivative(self, x, y):
+        return 3 * self.scale * x**2
+
+
+@pytest.fixture
+def empty() -> mf.Registry:
+    return mf.Registry(entry_points=False)
+
+
+@pytest.fixture
+def full() -> mf.Registry:
+    return mf.Registry(autoload=False)
+
+
+def test_register_in_process_is_usable_by_name_with_provenance(empty):
+    empty.register(Softsign)
+    assert empty.get("activation", "softsign") is Softsign
+    entry = empty.entry("activation", "softsign")
+    assert entry.provenance.package == __name__
+    assert entry.provenance.version is None
+    act = empty.create("activation", "softsign")
+    assert isinstance(act, Softsign)
+    np.testing.assert_allclose(act.forward(np.array([1.0, -3.0])), [0.5, -0.75])
+
+
+def test_register_decorator_goes_to_the_registry_in_use(empty):
+    with mf.registry.using(empty):
+
+        @mf.register
+        class Twice(mf.Activation):
+            """y = 2x."""
+
+            name = "twice"
+
+            def forward(self, x):
+                return 2 * x
+
+            def derivative(self, x, y):
+                return np.full_like(x, 2.0)
+
+    assert empty.names("activation") == ["twice"]
+
+
+def test_builtins_arrive_through_the_entry_point_group(full):
+    entry = full.entry("activation", "sigmoid")
+    assert entry.provenance.package == "microfw"
+    assert entry.provenance.version == mf.__version__
+    assert entry.provenance.source == "microfw_plugins.activations"
+    assert entry.cls.__module__ == "microfw_plugins.activations"
+
+
+def test_duplicate_name_names_both_classes_and_packages(full):
+    class FakeSigmoid(Softsign):
+        name = "sigmoid"
+
+    with pytest.raises(mf.DuplicatePluginError) as info:
+        full.register(FakeSigmoid, package="my-pkg")
+    message = str(info.value)
+    assert "'sigmoid'" in message
+    assert "microfw_plugins.activations.Sigmoid from microfw" in message
+    assert "FakeSigmoid from my-pkg" in message
+    # The failed registration leaves the registry as it was.
+    assert full.get("activation", "sigmoid").__module__ == "microfw_plugins.activations"
+
+
+def test_layers_and_activations_share_a_namespace(full):
+    class LinearAct(Softsign):
+        name = "linear"
+
+    with pytest.raises(mf.DuplicatePluginError, match="'linear' is registered twice"):
+        full.register(LinearAct)
+
+
+def test_registering_the_same_class_twice_is_harmless(empty):
+    empty.register(Softsign)
+    empty.register(Softsign)
+    assert empty.names("activation") == ["softsign"]
+
+
+def test_unknown_name_gives_did_you_mean_and_available(full):
+    with pytest.raises(mf.PluginNotFoundError) as info:
+        full.get("activation", "sigmod")
+    message = str(info.value)
+    assert "unknown activation 'sigmod'" in message
+    assert "did you mean 'sigmoid'?" in message
+    assert "relu" in message
+
+
+def test_unknown_kind_is_a_value_error(full):
+    with pytest.raises(ValueError, match="unknown plugin kind 'activations'"):
+        full.names("activations")
+
+
+def test_register_rejects_non_plugin_classes(empty):
+    with pytest.raises(mf.PluginError, match="must subclass one of"):
+        empty.register(int)  # type: ignore[arg-type]
+
+
+def test_params_are_validated_with_paths(empty):
+    empty.register(Cube)
+    assert empty.create("activation", {"type": "cube", "scale": 2}).scale == 2
+    with pytest.raises(mf.SpecError) as info:
+        empty.create("activation", {"type": "cube", "scale": "big", "sclae": 1})
+    paths = {p.path for p in info.value.problems}
+    assert paths == {"scale", "sclae"}
+    assert "unknown parameter" in str(info.value)
+
+
+def test_nested_references_resolve_and_report_paths(full):
+    layer = full.create("layer", {"type": "linear", "units": 2, "init": {"type": "xavier"}})
+    assert type(layer.init).name == "xavier"
+    assert layer.get_params()["init"] == {"type": "xavier"}
+    with pytest.raises(mf.SpecError) as info:
+        full.create("layer", {"type": "linear", "units": 0, "init": "xavir"})
+    by_path = {p.path: p.message for p in info.value.problems}
+    assert set(by_path) == {"units", "init"}
+    assert "did you mean 'xavier'" in by_path["init"]
+
+
+def test_create_rejects_other_reference_shapes(full):
+    with pytest.raises(mf.SpecError, match="expected a loss name"):
+        full.create("loss", 3)
+    with pytest.raises(mf.SpecError, match="type: missing"):
+        full.create("loss", {"units": 3})
+
+
+def test_import_microfw_loads_no_plugin():
+    code = "import sys, microfw; print(any(m.startswith('microfw_plugins') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- third-party packages on the path --------------------------------------------------------
+
+
+def _fake_distribution(root: Path, dist: str, module: str, body: str) -> None:
+    """Write an installed distribution (dist-info + module) under ``root``."""
+    (root / f"{module}.py").write_text(textwrap.dedent(body))
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[microfw]\n{module} = {module}\n")
+
+
+GOOD_PLUGIN = """
+    import numpy as np
+    import microfw as mf
+
+    class Swish(mf.Activation):
+        '''y = x sigmoid(x).'''
+        name = "swish"
+        def forward(self, x):
+            return x / (1 + np.exp(-x))
+        def derivative(self, x, y):
+            s = 1 / (1 + np.exp(-x))
+            return s + x * s * (1 - s)
+
+    @mf.hookimpl
+    def register_activations():
+        return [Swish]
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    return tmp_path
+
+
+def test_installed_package_is_found_with_provenance(site):
+    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    registry = mf.Registry()
+    entry = registry.entry("activation", "swish")
+    assert (entry.provenance.package, entry.provenance.version) == ("mf-swish", "1.2.3")
+    assert registry.has("activation", "sigmoid")
+
+
+def test_disable_autoload_keeps_builtins_only(site, monkeypatch):
+    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+    registry = mf.Registry()
+    assert not registry.has("activation", "swish")
+    assert registry.has("activation", "sigmoid")
+
+
+def test_allow_list_filters_packages(site, monkeypatch):
+    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    assert not mf.Registry(allow=["someone-else"]).has("activation", "swish")
+    assert mf.Registry(allow=["mf_swish"]).has("activation", "swish")
+    monkeypatch.setenv(ALLOW_ENV, "other,mf-swish")
+    assert mf.Registry().has("activation", "swish")
+
+
+def test_broken_packages_are_reported_and_the_others_keep_working(site):
+    _fake_distribution(site, "mf-broken", "mf_broken", "raise RuntimeError('boom')\n")
+    _fake_distribution(
+        site,
+        "mf-wrong",
+        "mf_wrong",
+        """
+        import microfw as mf
+
+        class NotAnActivation:
+            name = "nope"
+
+        class Abstract(mf.Activation):
+            name = "abstract"
+
+        @mf.hookimpl
+        def register_activations():
+            return [NotAnActivation, Abstract]
+        """,
+    )
+    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    registry = mf.Registry()
+    with pytest.warns(RuntimeWarning, match="microfw plugin skipped"):
+        assert registry.has("activation", "swish")
+    messages = [str(p) for p in registry.problems]
+    assert any(
+        "mf_broken (from mf-broken): failed to import: RuntimeError: boom" in m for m in messages
+    )
+    assert any(
+        "from mf-wrong" in m and "does not subclass microfw.Activation" in m for m in messages
+    )
+    assert any("is abstract: implement derivative, forward" in m for m in messages)
+    assert not registry.has("activation", "nope")
