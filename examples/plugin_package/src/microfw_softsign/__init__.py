@@ -1,0 +1,31 @@
+"""A third-party microfw plugin: the ``softsign`` activation.
+
+Installed, it is found through the ``microfw`` entry-point group declared in this package's
+``pyproject.toml``; microfw calls :func:`register_activations` the first time a name is looked up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import microfw
+from microfw.interfaces import Array
+
+__version__ = "0.1.0"
+
+
+class Softsign(microfw.Activation):
+    """y = x / (1 + |x|); y' = 1 / (1 + |x|)^2."""
+
+    name = "softsign"
+
+    def forward(self, x: Array) -> Array:
+        return x / (1 + np.abs(x))
+
+    def derivative(self, x: Array, y: Array) -> Array:
+        return 1 / np.square(1 + np.abs(x))
+
+
+@microfw.hookimpl
+def register_activations() -> list[type[microfw.Activation]]:
+    return [Softsign]

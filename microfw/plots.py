@@ -1,0 +1,148 @@
+"""Learning curves and decision boundaries as PNG files (the ``plot`` extra: matplotlib).
+
+matplotlib is imported on first use with the headless ``Agg`` backend, so plotting works on
+machines without a display; only documented, current matplotlib API is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from microfw.errors import MicrofwError
+from microfw.interfaces import Array
+
+
+class PlotError(MicrofwError):
+    """Plotting is impossible: matplotlib is missing or the input cannot be drawn."""
+
+
+class Predictor(Protocol):
+    def predict(self, X: Array) -> Array: ...
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError(
+            "plotting needs matplotlib: pip install 'microfw[plot]' (or pip install matplotlib)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: Any, path: str | Path) -> Path:
+    """Draw the per-epoch curves of a training history into a PNG at ``path``.
+
+    Args:
+        history: a :class:`~microfw.History` (its ``.history``) or a mapping of metric name to
+            one value per epoch, e.g. ``{"loss": [...], "val_loss": [...], "accuracy": [...]}``.
+            Losses share the left panel; other metrics (accuracy...) get a right panel.
+        path: the PNG file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    curves: Mapping[str, Sequence[float]] = getattr(history, "history", history)
+    curves = {name: values for name, values in curves.items() if len(values)}
+    if "loss" not in curves:
+        raise PlotError(f"history has no 'loss' curve (curves: {', '.join(curves) or 'none'})")
+    losses = {k: v for k, v in curves.items() if k == "loss" or k.endswith("_loss")}
+    metrics = {k: v for k, v in curves.items() if k not in losses}
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False
+    )
+    for ax, group, ylabel in zip(axes[0], (losses, metrics), ("loss", "metric"), strict=False):
+        for name, values in group.items():
+            ax.plot(np.arange(len(values)), values, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if all(min(v) > 0 for v in losses.values()):
+        axes[0][0].set_yscale("log")
+    axes[0][0].set_title("Learning curve")
+    return _save(fig, plt, path)
+
+
+def plot_decision_boundary(
+    model: Predictor,
+    X: Array,
+    y: Array,
+    path: str | Path,
+    transform: Callable[[Array], Array] | None = None,
+    *,
+    resolution: int = 300,
+    title: str = "Decision boundary",
+) -> Path:
+    """Shade the model's prediction over the plane of two features, with the data on top.
+
+    A single-output model (a probability) is drawn as shading from 0 to 1 with the 0.5
+    contour; a model with ``k > 1`` outputs as the region of each predicted class (argmax).
+
+    Args:
+        model: anything with ``predict(X) -> (n, n_outputs)``.
+        X: ``(n_samples, 2)``: the two features that span the plane.
+        y: labels ``(n_samples,)``, or one-hot ``(n_samples, k)``, to colour the points.
+        path: the PNG file to write.
+        transform: maps grid points ``(m, 2)`` to model inputs, as was done to the data, e.g.
+            a feature cross ``lambda g: np.c_[g, g[:, 0] * g[:, 1]]``. Default: identity.
+        resolution: grid points per axis.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise PlotError(f"a decision boundary needs 2 features, got X of shape {X.shape}")
+    labels = np.asarray(y)
+    if labels.ndim == 2:
+        labels = labels[:, 0] if labels.shape[1] == 1 else labels.argmax(axis=1)
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    margin = np.maximum((hi - lo) * 0.1, 0.25)
+    xs = np.linspace(lo[0] - margin[0], hi[0] + margin[0], resolution)
+    ys = np.linspace(lo[1] - margin[1], hi[1] + margin[1], resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.c_[gx.ravel(), gy.ravel()]
+    out = np.asarray(model.predict(transform(grid) if transform else grid))
+    out = out.reshape(len(grid), -1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if out.shape[1] == 1:
+        prob = out[:, 0].reshape(gx.shape)
+        shade = ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 21), cmap="RdYlGn", alpha=0.6)
+        ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
+        fig.colorbar(shade, ax=ax, label="P(y = 1)")
+    else:
+        classes = out.argmax(axis=1).reshape(gx.shape)
+        k = out.shape[1]
+        ax.contourf(gx, gy, classes, levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.4)
+    if out.shape[1] == 1:
+        colours = {"cmap": "RdYlGn", "vmin": 0, "vmax": 1}
+    else:
+        colours = {"cmap": "tab10", "vmin": -0.5, "vmax": out.shape[1] - 0.5}
+    ax.scatter(X[:, 0], X[:, 1], c=labels, edgecolors="k", linewidths=0.5, s=30, **colours)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.set_title(title)
+    return _save(fig, plt, path)
+
+
+def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, format="png")
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc})") from None
+    finally:
+        plt.close(fig)
+    return path
