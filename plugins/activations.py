@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from microfw import Activation, hookimpl
 from microfw.interfaces import Array
+
+
+def sigmoid(x: Array) -> Array:
+    """1 / (1 + exp(-x)) without overflow: exp(-|x|) is at most 1, the sign is folded back in."""
+    e = np.exp(-np.abs(x))
+    r = 1 / (1 + e)
+    return np.where(x >= 0, r, e * r)
 
 
 class Sigmoid(Activation):
@@ -14,16 +24,26 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def forward(self, x: Array) -> Array:
-        # exp(-|x|) never overflows; fold the sign back in.
-        e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return sigmoid(x)
 
     def derivative(self, x: Array, y: Array) -> Array:
         return y * (1 - y)
 
 
+class Tanh(Activation):
+    """y = tanh(x); y' = 1 - y^2."""
+
+    name = "tanh"
+
+    def forward(self, x: Array) -> Array:
+        return np.tanh(x)
+
+    def derivative(self, x: Array, y: Array) -> Array:
+        return 1 - y * y
+
+
 class ReLU(Activation):
-    """y = max(x, 0); y' = 1 where x > 0, else 0."""
+    """y = max(x, 0); y' = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     name = "relu"
 
@@ -34,6 +54,33 @@ class ReLU(Activation):
         return (x > 0).astype(x.dtype)
 
 
+class LeakyReLU(Activation):
+    """y = x where x > 0, else alpha x; y' = 1 where x > 0, else alpha."""
+
+    name = "leaky_relu"
+
+    alpha: Annotated[float, Field(ge=0, lt=1)] = 0.01
+
+    def forward(self, x: Array) -> Array:
+        return np.where(x > 0, x, self.alpha * x)
+
+    def derivative(self, x: Array, y: Array) -> Array:
+        one, alpha = x.dtype.type(1), x.dtype.type(self.alpha)
+        return np.where(x > 0, one, alpha)
+
+
+class Identity(Activation):
+    """y = x; y' = 1 (a linear output, e.g. for regression)."""
+
+    name = "identity"
+
+    def forward(self, x: Array) -> Array:
+        return x
+
+    def derivative(self, x: Array, y: Array) -> Array:
+        return np.ones_like(x)
+
+
 @hookimpl
 def register_activations() -> list[type[Activation]]:
-    return [Sigmoid, ReLU]
+    return [Sigmoid, Tanh, ReLU, LeakyReLU, Identity]

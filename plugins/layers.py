@@ -57,6 +57,36 @@ class Linear(Layer):
         return dy @ self.W.T
 
 
+class Softmax(Layer):
+    """y_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) per row; dx = y (dy - sum(dy y))."""
+
+    name = "softmax"
+
+    def output_dim(self, n_in: int) -> int:
+        if n_in < 2:
+            raise ValueError(
+                f"softmax needs at least 2 inputs (one per class), got {n_in}: a softmax over "
+                "one column is constantly 1 (for two classes with one output use 'sigmoid')"
+            )
+        return n_in
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        # Subtracting the row maximum keeps exp() in (0, 1]: no overflow for large inputs.
+        y = x - x.max(axis=1, keepdims=True)
+        np.exp(y, out=y)
+        y /= y.sum(axis=1, keepdims=True)
+        if training:
+            self._y = y
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        # The Jacobian-vector product of each row: J = diag(y) - y y^T, so J dy = y (dy - y.dy).
+        y = self._y
+        dx = dy * y
+        dx -= y * dx.sum(axis=1, keepdims=True)
+        return dx
+
+
 @hookimpl
 def register_layers() -> list[type[Layer]]:
-    return [Linear]
+    return [Linear, Softmax]

@@ -1,11 +1,18 @@
-"""Built-in losses."""
+"""Built-in losses. ``m`` is the number of samples, ``k`` the number of outputs."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from microfw import Loss, hookimpl
 from microfw.interfaces import Array
+
+from .activations import sigmoid
+
+Eps = Annotated[float, Field(gt=0, lt=0.5)]
 
 
 class SquaredError(Loss):
@@ -18,9 +25,99 @@ class SquaredError(Loss):
         return float(np.vdot(d, d)) / (2 * y_pred.shape[0])
 
     def grad(self, y_pred: Array, y_true: Array) -> Array:
-        return (y_pred - y_true) / y_pred.shape[0]
+        g = np.subtract(y_pred, y_true, dtype=y_pred.dtype)
+        g /= y_pred.shape[0]
+        return g
+
+
+class BinaryCrossentropy(Loss):
+    """L = -mean(y log p + (1-y) log(1-p)) over samples and outputs, p clipped to [eps, 1-eps].
+
+    With ``from_logits`` the predictions are logits z and the stable form
+    mean(max(z, 0) - z y + log1p(exp(-|z|))) is used, with gradient (sigmoid(z) - y) / (m k).
+    From probabilities, the gradient (p - y) / (p (1 - p) m k) uses the clipped p, so saturated
+    outputs still receive a finite gradient (exact inside the clip range).
+    """
+
+    name = "bce"
+
+    eps: Eps = 1e-7
+    from_logits: bool = False
+
+    def value(self, y_pred: Array, y_true: Array) -> float:
+        if self.from_logits:
+            z = y_pred
+            terms = np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
+            return float(np.mean(terms))
+        p = np.clip(y_pred, self.eps, 1 - self.eps)
+        return -float(np.mean(y_true * np.log(p) + (1 - y_true) * np.log1p(-p)))
+
+    def grad(self, y_pred: Array, y_true: Array) -> Array:
+        if self.from_logits:
+            g = sigmoid(y_pred)
+            g -= y_true
+            g /= y_pred.size
+            return g
+        p = np.clip(y_pred, self.eps, 1 - self.eps)
+        g = np.subtract(p, y_true, dtype=p.dtype)
+        p *= 1 - p
+        p *= y_pred.size
+        g /= p
+        return g
+
+    def check_targets(self, y_true: Array) -> None:
+        _check_in_range(self.name, y_true, 0.0, 1.0)
+
+
+class CategoricalCrossentropy(Loss):
+    """L = -1/m * sum(y log p) over samples and classes, p clipped to [eps, 1-eps].
+
+    Targets are one-hot rows or class probabilities. The gradient -y / (p m) uses the clipped p.
+    """
+
+    name = "categorical_crossentropy"
+
+    eps: Eps = 1e-7
+
+    def value(self, y_pred: Array, y_true: Array) -> float:
+        p = np.clip(y_pred, self.eps, 1 - self.eps)
+        return -float(np.vdot(y_true, np.log(p))) / y_pred.shape[0]
+
+    def grad(self, y_pred: Array, y_true: Array) -> Array:
+        p = np.clip(y_pred, self.eps, 1 - self.eps)
+        p *= -y_pred.shape[0]
+        return np.divide(y_true, p, dtype=p.dtype)
+
+    def check_output_dim(self, n_outputs: int) -> None:
+        if n_outputs < 2:
+            raise ValueError(
+                f"{self.name} needs at least 2 outputs (one per class), got {n_outputs}; "
+                "for two classes with a single sigmoid output use 'bce'"
+            )
+
+    def check_targets(self, y_true: Array) -> None:
+        _check_in_range(self.name, y_true, 0.0, 1.0)
+        sums = np.sum(y_true, axis=-1)
+        bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
+        if bad.size:
+            raise ValueError(
+                f"{self.name} targets must be one-hot rows or probabilities summing to 1; "
+                f"{bad.size} row(s) do not, e.g. row {bad[0]} sums to {sums.flat[bad[0]]:g} "
+                f"({np.asarray(y_true)[bad[0]].tolist()})"
+            )
+
+
+def _check_in_range(name: str, y: Array, low: float, high: float) -> None:
+    y = np.asarray(y)
+    bad = ~((y >= low) & (y <= high))  # also flags NaN
+    if bad.any():
+        examples = np.unique(y[bad])[:5].tolist()
+        raise ValueError(
+            f"{name} targets must lie in [{low:g}, {high:g}]; {int(bad.sum())} value(s) do not, "
+            f"e.g. {examples}"
+        )
 
 
 @hookimpl
 def register_losses() -> list[type[Loss]]:
-    return [SquaredError]
+    return [SquaredError, BinaryCrossentropy, CategoricalCrossentropy]

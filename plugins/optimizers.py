@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from pydantic import Field
 
 from microfw import Optimizer, hookimpl
@@ -11,7 +12,7 @@ from microfw.interfaces import Array
 
 
 class SGD(Optimizer):
-    """p -= lr * g; with momentum v = momentum * v - lr * g, p += v (nesterov: look-ahead)."""
+    """p -= lr g; with momentum v = momentum v - lr g, p += v (nesterov: p += momentum v - lr g)."""
 
     name = "sgd"
 
@@ -24,8 +25,8 @@ class SGD(Optimizer):
             for p, g in zip(params, grads, strict=True):
                 p -= lr * g
             return
-        if not hasattr(self, "_velocity"):
-            self._velocity = [p * 0 for p in params]
+        if not hasattr(self, "_velocity"):  # created on the first step, in parameter order
+            self._velocity = [np.zeros_like(p) for p in params]
         for p, g, v in zip(params, grads, self._velocity, strict=True):
             v *= self.momentum
             v -= lr * g
