@@ -68,6 +68,9 @@ class BinaryCrossentropy(Loss):
     def check_targets(self, y_true: Array) -> None:
         _check_in_range(self.name, y_true, 0.0, 1.0)
 
+    def decision_threshold(self) -> float:
+        return 0.0 if self.from_logits else 0.5
+
 
 class CategoricalCrossentropy(Loss):
     """L = -1/m * sum(y log p) over samples and classes, p clipped to [eps, 1-eps].
