@@ -170,6 +170,15 @@ class Loss(Plugin, abc.ABC):
     def check_targets(self, y_true: Array) -> None:
         """Raise ``ValueError`` naming the offending values if targets lie outside the domain."""
 
+    def decision_threshold(self) -> float:
+        """The model output at and above which a one-column prediction counts as class 1.
+
+        Used by accuracy (``y_pred >= threshold``). The default 0.5 suits outputs that are
+        probabilities; a loss computed from logits (e.g. ``bce`` with ``from_logits``) returns
+        0.0, where the sigmoid crosses 0.5.
+        """
+        return 0.5
+
 
 @_interface("initializer")
 class Initializer(Plugin, abc.ABC):

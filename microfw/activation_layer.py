@@ -1,0 +1,40 @@
+"""The core layer that wraps an element-wise :class:`~microfw.Activation`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from microfw.interfaces import Activation, Array, Layer
+
+
+class ActivationLayer(Layer):
+    """``y = f(x)`` element-wise, ``dL/dx = dL/dy * f'(x, y)``; caches ``x`` and ``y``.
+
+    Not registered: a spec names the activation itself (``"sigmoid"``), and :attr:`name` and
+    :meth:`get_params` are the activation's, so the layer writes back as the same spec entry.
+    """
+
+    def __init__(self, activation: Activation) -> None:
+        self.activation = activation
+        self._param_names = ()
+
+    @property  # type: ignore[override]
+    def name(self) -> str:  # the activation's public name, so to_ref() round-trips
+        return self.activation.name
+
+    def get_params(self) -> dict[str, Any]:
+        """The wrapped activation's parameters."""
+        return self.activation.get_params()
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        y = self.activation.forward(x)
+        if training:
+            self._x = x
+            self._y = y
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return dy * self.activation.derivative(self._x, self._y)
+
+    def __repr__(self) -> str:
+        return f"ActivationLayer({self.activation!r})"

@@ -1,0 +1,284 @@
+"""``Sequential``: a stack of layers, a loss and an optimizer, built from a spec or in Python."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, to_ref
+from microfw.metrics import accuracy_function
+from microfw.registry import Registry, current_registry
+from microfw.rng import make_streams
+from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, load_spec, resolve
+
+if TYPE_CHECKING:
+    from microfw.callbacks import Callback
+    from microfw.training import History
+
+LayerLike = str | Mapping[str, Any] | Layer | Activation
+PluginLike = str | Mapping[str, Any]
+
+
+def build(
+    spec: ModelSpec | Mapping[str, Any] | str | os.PathLike[str], registry: Registry | None = None
+) -> Sequential:
+    """Build a model from a spec (a :class:`ModelSpec`, dict, JSON text or path).
+
+    Plugin names are resolved through ``registry`` (default: the current registry).
+    """
+    if not isinstance(spec, ModelSpec):
+        spec = load_spec(spec, registry)
+    return Sequential.from_spec(spec, registry)
+
+
+class Sequential:
+    """Layers applied in order, trained by minimising ``loss`` with ``optimizer``.
+
+    Args:
+        layers: layer or activation names (``"sigmoid"``), dicts (``{"type": "linear",
+            "units": 3}``; ``"activation"`` appends that activation), or instances.
+            Instances are used as given and (re)built by the model.
+        input_dim: number of input features.
+        loss: a loss name, dict or instance.
+        optimizer: an optimizer name, dict or instance (default ``"sgd"``).
+        training: default hyper-parameters of :meth:`fit` (a :class:`TrainingSpec` or dict).
+        seed: seed of the random streams (None: fresh entropy).
+        rng: ``"pcg64"`` or ``"legacy"`` (initial weights drawn as the seed tutorials did).
+        dtype: ``"float64"`` or ``"float32"``, for weights and data.
+        registry: where names are looked up (default: the current registry).
+
+    Raises :class:`~microfw.SpecError` listing every problem with the arguments.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[LayerLike],
+        *,
+        input_dim: int,
+        loss: PluginLike | Loss,
+        optimizer: PluginLike | Optimizer = "sgd",
+        training: TrainingSpec | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        rng: Literal["pcg64", "legacy"] = "pcg64",
+        dtype: Literal["float64", "float32"] = "float64",
+        registry: Registry | None = None,
+    ) -> None:
+        data: dict[str, Any] = {
+            "spec_version": SPEC_VERSION,
+            "input_dim": input_dim,
+            "layers": list(layers),
+            "loss": loss,
+            "optimizer": optimizer,
+            "seed": seed,
+            "rng": rng,
+            "dtype": dtype,
+        }
+        if training is not None:
+            data["training"] = training
+        self.registry = registry or current_registry()
+        self._setup(resolve(data, self.registry))
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, registry: Registry | None = None) -> Sequential:
+        """Build a model from a :class:`ModelSpec` (same as :func:`microfw.build`)."""
+        self = cls.__new__(cls)
+        self.registry = registry or current_registry()
+        self._setup(resolve(spec.to_dict(), self.registry))
+        return self
+
+    def _setup(self, resolved: Resolved) -> None:
+        settings = resolved.settings
+        self.input_dim: int = settings.input_dim
+        self.training: TrainingSpec = settings.training
+        self.seed: int | None = settings.seed
+        self.rng: Literal["pcg64", "legacy"] = settings.rng
+        self.dtype = np.dtype(settings.dtype)
+        self.layers: list[Layer] = resolved.layers
+        self.loss: Loss = resolved.loss
+        self.optimizer: Optimizer = resolved.optimizer
+        self.streams = make_streams(self.seed, self.rng)
+        self.stop_training = False
+        width = self.input_dim
+        for layer in self.layers:
+            layer.build(width, self.streams.init, self.dtype)
+            width = layer.output_dim(width)
+        self.output_dim: int = width
+        # Flat, aligned lists fixed once: the per-batch path only walks them.
+        self._params: list[Array] = [p for layer in self.layers for p in layer.parameters()]
+        self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
+        self._reversed = self.layers[::-1]
+
+    # -- spec ------------------------------------------------------------------------------
+
+    def to_spec(self) -> ModelSpec:
+        """The spec this model corresponds to, every plugin written out in full."""
+        return ModelSpec(
+            spec_version=SPEC_VERSION,
+            input_dim=self.input_dim,
+            layers=[to_ref(layer) for layer in self.layers],
+            loss=to_ref(self.loss),
+            optimizer=to_ref(self.optimizer),
+            training=self.training,
+            seed=self.seed,
+            rng=self.rng,
+            dtype=self.dtype.name,
+        )
+
+    # -- numerics --------------------------------------------------------------------------
+
+    def forward(self, X: Array, training: bool = False) -> Array:
+        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``."""
+        out = X
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def train_batch(self, X: Array, y: Array) -> tuple[float, Array]:
+        """Forward, loss and backward on validated arrays: returns (loss, outputs).
+
+        Fills the layers' gradients; does not update the parameters.
+        """
+        out = X
+        for layer in self.layers:
+            out = layer.forward(out, True)
+        loss = self.loss
+        value = loss.value(out, y)
+        dy = loss.grad(out, y)
+        for layer in self._reversed:
+            dy = layer.backward(dy)
+        return value, out
+
+    def predict(self, X: Any) -> Array:
+        """Model outputs for ``X`` ``(n_samples, input_dim)``: ``(n_samples, n_outputs)``."""
+        return self.forward(self.check_X(X))
+
+    def evaluate(self, X: Any, y: Any) -> dict[str, float]:
+        """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
+
+        ``accuracy`` is reported when every target is 0 or 1 (see
+        :func:`microfw.metrics.accuracy_function`).
+        """
+        X, y = self.check_data(X, y)
+        out = self.forward(X)
+        result = {"loss": self.loss.value(out, y)}
+        accuracy = accuracy_function(y, self.loss)
+        if accuracy is not None:
+            result["accuracy"] = accuracy(out, y)
+        return result
+
+    def compute_gradients(self, X: Any, y: Any) -> tuple[float, list[Array]]:
+        """The loss on ``(X, y)`` and its gradients, aligned with :meth:`get_weights`.
+
+        Parameters are not updated.
+        """
+        value, _ = self.train_batch(*self.check_data(X, y))
+        return value, [g.copy() for g in self._grads]
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        validation_data: tuple[Any, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        **overrides: Any,
+    ) -> History:
+        """Train on ``(X, y)``; ``overrides`` replace fields of :attr:`training` for this call.
+
+        See :func:`microfw.training.fit`.
+        """
+        from microfw.training import fit
+
+        return fit(self, X, y, validation_data=validation_data, callbacks=callbacks, **overrides)
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def parameters(self) -> list[Array]:
+        """The live trainable arrays, aligned with :meth:`gradients` (optimizers update these)."""
+        return self._params
+
+    def gradients(self) -> list[Array]:
+        """The live gradient arrays of the last backward pass."""
+        return self._grads
+
+    def get_weights(self) -> list[Array]:
+        """Copies of the trainable arrays, layer by layer (dense: ``W (n_in, n_out)``, ``b``)."""
+        return [p.copy() for p in self._params]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Copy ``weights`` (aligned with :meth:`get_weights`) into the model, cast to its dtype.
+
+        Raises ``ValueError`` if the count or a shape differs; nothing is changed then.
+        """
+        if len(weights) != len(self._params):
+            raise ValueError(
+                f"set_weights expected {len(self._params)} arrays (shapes "
+                f"{[p.shape for p in self._params]}), got {len(weights)}"
+            )
+        arrays = [np.asarray(w) for w in weights]
+        for i, (w, p) in enumerate(zip(arrays, self._params, strict=True)):
+            if w.shape != p.shape:
+                raise ValueError(
+                    f"set_weights: array {i} ({self.weight_names()[i]}) has shape {w.shape}, "
+                    f"expected {p.shape}"
+                )
+        for w, p in zip(arrays, self._params, strict=True):
+            np.copyto(p, w, casting="same_kind")
+
+    def weight_names(self) -> list[str]:
+        """Names of the arrays of :meth:`get_weights`: ``layers.<layer index>.<param index>``."""
+        return [
+            f"layers.{i}.{j}"
+            for i, layer in enumerate(self.layers)
+            for j in range(len(layer.parameters()))
+        ]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write spec, weights and plugin versions to one file, atomically (:mod:`microfw.io`)."""
+        from microfw.io import save
+
+        save(self, path)
+
+    # -- data checks -----------------------------------------------------------------------
+
+    def check_X(self, X: Any) -> Array:
+        """``X`` as a 2-D finite array of the model's dtype with ``input_dim`` columns."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.input_dim:
+            raise ValueError(
+                f"X has shape {X.shape}; expected (n_samples, {self.input_dim}) "
+                f"(input_dim={self.input_dim})"
+            )
+        return _finite(X.astype(self.dtype, copy=False), "X")
+
+    def check_data(self, X: Any, y: Any) -> tuple[Array, Array]:
+        """``(X, y)`` checked and cast; a 1-D ``y`` becomes one column."""
+        X = self.check_X(X)
+        y = np.asarray(y)
+        shape = y.shape
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        if y.shape != (X.shape[0], self.output_dim):
+            raise ValueError(
+                f"y has shape {shape}; expected "
+                f"({X.shape[0]}, {self.output_dim}) (X has {X.shape[0]} rows, the model "
+                f"{self.output_dim} output(s))"
+                + ("; a 1-D y is allowed for one output" if self.output_dim == 1 else "")
+            )
+        y = _finite(y.astype(self.dtype, copy=False), "y")
+        self.loss.check_targets(y)
+        return X, y
+
+    def __repr__(self) -> str:
+        layers = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{layers}], input_dim={self.input_dim}, loss={self.loss!r})"
+
+
+def _finite(a: Array, name: str) -> Array:
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} contains non-finite values (first at index {tuple(bad)})")
+    return a

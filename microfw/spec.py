@@ -1,0 +1,330 @@
+"""The model spec: pydantic models of the JSON document, validated against the live registry.
+
+:func:`resolve` is the one place where plugin names become objects; :func:`load_spec`
+validates a document through it and :func:`microfw.build` / :class:`microfw.Sequential`
+construct models through it. Every problem is collected before anything is raised, so a
+:class:`~microfw.SpecError` lists them all, each with its path (``layers[2].units``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from microfw.activation_layer import ActivationLayer
+from microfw.errors import Problem, SpecError, join_path
+from microfw.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
+from microfw.params import parameter_hints, problems_from_pydantic
+from microfw.registry import Registry, current_registry, unknown_name_message
+
+SPEC_VERSION = 1
+PLUGIN_FIELDS = ("layers", "loss", "optimizer")
+DEFAULT_OPTIMIZER = "sgd"
+
+_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+PluginData = str | dict[str, Any]
+"""A plugin reference as spec data: a bare name or ``{"type": name, **params}``."""
+
+
+class TrainingSpec(BaseModel):
+    """Hyper-parameters of :meth:`~microfw.Sequential.fit`; each can be overridden per call."""
+
+    model_config = _CONFIG
+
+    epochs: Annotated[int, Field(ge=0)] = 1
+    """Passes over the training data."""
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    """Rows per mini-batch; null trains on the full batch."""
+    shuffle: bool = True
+    """Reshuffle the rows every epoch (skipped when one batch holds them all)."""
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of the rows held out, at random, to report ``val_loss``."""
+
+    def updated(self, **overrides: Any) -> TrainingSpec:
+        """A copy with ``overrides`` applied; :class:`~microfw.SpecError` lists every problem."""
+        problems: list[Problem] = []
+        out = _validate_model(TrainingSpec, {**dict(self), **overrides}, "", problems)
+        if problems:
+            raise SpecError(problems, source="(fit arguments)")
+        return out
+
+
+class _Settings(BaseModel):
+    """The spec's fields that are not plugin references."""
+
+    model_config = _CONFIG
+
+    spec_version: Literal[1]
+    """Format of this document (currently 1)."""
+    input_dim: Annotated[int, Field(gt=0)]
+    """Number of input features (columns of ``X``)."""
+    training: TrainingSpec = TrainingSpec()
+    seed: Annotated[int, Field(ge=0)] | None = None
+    """Seed of every random stream; null draws fresh entropy (not reproducible)."""
+    rng: Literal["pcg64", "legacy"] = "pcg64"
+    """``legacy`` draws initial weights as the seed tutorials did (``RandomState``)."""
+    dtype: Literal["float64", "float32"] = "float64"
+    """Floating-point type of weights and data."""
+
+
+class ModelSpec(_Settings):
+    """A validated spec with every plugin written out in full (``{"type": name, **params}``).
+
+    Obtain one from :func:`load_spec` or :meth:`~microfw.Sequential.to_spec`; constructing it
+    directly checks the structure only, not the plugins (build or load it to check those).
+    """
+
+    layers: list[PluginData]
+    loss: PluginData
+    optimizer: PluginData = DEFAULT_OPTIMIZER
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data."""
+        return self.model_dump(mode="json")
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The spec as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+@dataclass
+class Resolved:
+    """A spec turned into objects: settings and plugin instances (no arrays allocated yet)."""
+
+    settings: _Settings
+    layers: list[Layer]
+    loss: Loss
+    optimizer: Optimizer
+
+    def to_spec(self) -> ModelSpec:
+        """The corresponding :class:`ModelSpec`."""
+        return ModelSpec(
+            **dict(self.settings),
+            layers=[to_ref(layer) for layer in self.layers],
+            loss=to_ref(self.loss),
+            optimizer=to_ref(self.optimizer),
+        )
+
+
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, Any] | ModelSpec,
+    registry: Registry | None = None,
+) -> ModelSpec:
+    """Read and validate a spec: a path, JSON text, a dict or a :class:`ModelSpec`.
+
+    A string starting with ``{`` is JSON text, any other string a path. Raises
+    :class:`~microfw.SpecError` listing every problem.
+    """
+    data, origin = _read(source)
+    return resolve(data, registry, source=origin).to_spec()
+
+
+def resolve(
+    data: Mapping[str, Any], registry: Registry | None = None, *, source: str | None = None
+) -> Resolved:
+    """Validate spec data and create its plugins; entries may also be plugin instances.
+
+    Layer names resolve among layers first, then among activations (wrapped in an
+    :class:`~microfw.activation_layer.ActivationLayer`). Widths are checked with
+    :meth:`Layer.output_dim` and :meth:`Loss.check_output_dim` before any array exists.
+    """
+    registry = registry or current_registry()
+    problems: list[Problem] = []
+    settings = _validate_model(
+        _Settings, {k: v for k, v in data.items() if k not in PLUGIN_FIELDS}, "", problems
+    )
+    layers = _resolve_layers(data.get("layers"), "layers" in data, registry, problems)
+    if "loss" in data:
+        loss = _create(registry, "loss", data["loss"], "loss", problems)
+    else:
+        problems.append(Problem("loss", "missing: the loss, e.g. 'squared_error'"))
+        loss = None
+    optimizer = _create(
+        registry, "optimizer", data.get("optimizer", DEFAULT_OPTIMIZER), "optimizer", problems
+    )
+    input_dim = data.get("input_dim")
+    if layers is not None and _is_positive_int(input_dim):
+        _check_widths(input_dim, layers, loss, problems)
+    if problems:
+        raise SpecError(problems, source=source)
+    assert settings is not None and layers is not None
+    return Resolved(settings, [layer for _, layer in layers], loss, optimizer)  # type: ignore[arg-type]
+
+
+def _read(source: Any) -> tuple[dict[str, Any], str | None]:
+    if isinstance(source, ModelSpec):
+        return source.to_dict(), None
+    if isinstance(source, Mapping):
+        return dict(source), None
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        text, origin = source, None
+    elif isinstance(source, str | os.PathLike):
+        origin = os.fspath(source)
+        text = Path(origin).read_text(encoding="utf-8")
+    else:
+        raise TypeError(f"a spec is a path, JSON text or a dict, not {type(source).__name__}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        raise SpecError([Problem("", message)], source=origin) from None
+    if not isinstance(data, dict):
+        raise SpecError([Problem("", "expected a JSON object", data, True)], source=origin)
+    return data, origin
+
+
+def _validate_model(
+    model: type[BaseModel], data: Mapping[str, Any], path: str, problems: list[Problem]
+) -> Any:
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        allowed = [*model.model_fields, *(PLUGIN_FIELDS if model is _Settings else ())]
+        found = problems_from_pydantic(exc)
+        problems.extend(_prefix(path, _suggest_keys(found, allowed)))
+        return None
+
+
+def _resolve_layers(
+    items: Any, present: bool, registry: Registry, problems: list[Problem]
+) -> list[tuple[str, Layer]] | None:
+    """The layers with the path each came from, or None if any problem was found."""
+    if not present:
+        problems.append(Problem("layers", "missing: the list of layers"))
+        return None
+    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
+        problems.append(Problem("layers", "expected a non-empty list of layers", items, True))
+        return None
+    before = len(problems)
+    out: list[tuple[str, Layer]] = []
+    for i, item in enumerate(items):
+        out.extend(_resolve_layer(registry, item, f"layers[{i}]", problems))
+    return out if len(problems) == before else None
+
+
+def _resolve_layer(
+    registry: Registry, item: Any, path: str, problems: list[Problem]
+) -> list[tuple[str, Layer]]:
+    if isinstance(item, Layer):
+        return [(path, item)]
+    if isinstance(item, Activation):
+        return [(path, ActivationLayer(item))]
+    if isinstance(item, str):
+        name, params, name_path = item, {}, path
+    elif isinstance(item, Mapping):
+        params = dict(item)
+        name, name_path = params.pop("type", None), join_path(path, "type")
+        if name is None:
+            problems.append(Problem(name_path, "missing: the layer or activation name"))
+            return []
+    else:
+        message = "expected a layer or activation name, {'type': name, ...} or an instance"
+        problems.append(Problem(path, message, item, True))
+        return []
+    if not isinstance(name, str) or not (
+        registry.has("layer", name) or registry.has("activation", name)
+    ):
+        available = sorted([*registry.names("layer"), *registry.names("activation")])
+        message = unknown_name_message("layer or activation", name, available)
+        problems.append(Problem(name_path, message))
+        return []
+    kind = "layer" if registry.has("layer", name) else "activation"
+    activation: Any = None
+    takes_activation = "activation" in parameter_hints(registry.get(kind, name))
+    if kind == "layer" and not takes_activation and "activation" in params:
+        activation = params.pop("activation")  # shorthand: this layer, then that activation
+    layer = _create(registry, kind, {"type": name, **params} if params else name, path, problems)
+    out: list[tuple[str, Layer]] = []
+    if layer is not None:
+        out.append((path, layer if kind == "layer" else ActivationLayer(layer)))  # type: ignore[arg-type]
+    if activation is not None:
+        act_path = join_path(path, "activation")
+        act = _create(registry, "activation", activation, act_path, problems)
+        if act is not None:
+            out.append((act_path, ActivationLayer(act)))  # type: ignore[arg-type]
+    return out
+
+
+def _create(registry: Registry, kind: str, ref: Any, path: str, problems: list[Problem]) -> Any:
+    """``registry.create`` with its problems prefixed by ``path``; None if it failed."""
+    try:
+        return registry.create(kind, ref)
+    except SpecError as exc:
+        found = exc.problems
+        name = ref.get("type") if isinstance(ref, Mapping) else None
+        if isinstance(name, str) and registry.has(kind, name):
+            allowed = list(parameter_hints(registry.get(kind, name)))
+            if kind == "layer" and "activation" not in allowed:
+                allowed.append("activation")
+            found = _suggest_keys(found, allowed)
+        problems.extend(_prefix(path, found))
+        return None
+
+
+def _check_widths(
+    input_dim: int, layers: list[tuple[str, Layer]], loss: Loss | None, problems: list[Problem]
+) -> None:
+    width = input_dim
+    for path, layer in layers:
+        try:
+            out = layer.output_dim(width)
+        except ValueError as exc:
+            problems.append(Problem(path, f"cannot take an input of width {width}: {exc}"))
+            return
+        if not _is_positive_int(out):
+            message = f"output width must be a positive integer for input width {width}"
+            problems.append(Problem(path, message, out, True))
+            return
+        width = out
+    if loss is not None:
+        try:
+            loss.check_output_dim(width)
+        except ValueError as exc:
+            message = f"{exc} (the last layer gives {width} output(s))"
+            problems.append(Problem("loss", message))
+
+
+def _suggest_keys(problems: list[Problem], allowed: list[str]) -> list[Problem]:
+    """Add a did-you-mean and the allowed keys to "unknown" problems about top-level keys."""
+    out = []
+    for p in problems:
+        if p.message in ("unknown parameter", "Extra inputs are not permitted") and (
+            p.path and "." not in p.path and "[" not in p.path
+        ):
+            close = difflib.get_close_matches(p.path, allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown key{hint} (allowed: {', '.join(allowed) or 'none'})"
+            p = Problem(p.path, message)
+        out.append(p)
+    return out
+
+
+def _prefix(prefix: str, problems: list[Problem]) -> list[Problem]:
+    return [Problem(join_path(prefix, p.path), p.message, p.value, p.has_value) for p in problems]
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def plugins_of(objects: Sequence[Plugin]) -> list[tuple[str, str]]:
+    """Every ``(kind, name)`` used by ``objects`` and the plugins nested in their parameters."""
+    seen: list[tuple[str, str]] = []
+    stack = list(objects)
+    while stack:
+        obj = stack.pop(0)
+        if isinstance(obj, ActivationLayer):
+            obj = obj.activation
+        key = (obj.kind, obj.name)
+        if key not in seen:
+            seen.append(key)
+        stack.extend(v for k in obj._param_names if isinstance(v := getattr(obj, k), Plugin))
+    return seen

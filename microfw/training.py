@@ -1,0 +1,172 @@
+"""The generic fit loop: batching, validation, metrics, history and callbacks.
+
+It knows only the interfaces: the model's layers, its loss and its optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from microfw.callbacks import Callback, Logs, overrides_batch_end
+from microfw.errors import MicrofwError
+from microfw.interfaces import Array
+from microfw.metrics import accuracy_function
+
+if TYPE_CHECKING:
+    from microfw.model import Sequential
+
+
+class TrainingError(MicrofwError):
+    """Training cannot go on (the loss became NaN or infinite); see the message for where."""
+
+    def __init__(self, message: str, *, epoch: int, history: History) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass
+class History:
+    """What :meth:`~microfw.Sequential.fit` recorded, as in Keras.
+
+    ``history[key]`` has one value per completed epoch for ``loss`` (the mean training loss
+    of the epoch's batches, weighted by batch size, each measured before its update) and, when
+    they apply, ``accuracy``, ``val_loss`` and ``val_accuracy``; ``epoch`` lists the epochs.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def append(self, epoch: int, logs: Logs) -> None:
+        """Record the logs of one epoch."""
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+def fit(
+    model: Sequential,
+    X: Any,
+    y: Any,
+    *,
+    validation_data: tuple[Any, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    **overrides: Any,
+) -> History:
+    """Train ``model`` on ``X`` ``(n_samples, input_dim)`` and ``y`` ``(n_samples[, n_outputs])``.
+
+    ``overrides`` replace fields of ``model.training`` (``epochs``, ``batch_size``,
+    ``shuffle``, ``validation_split``) for this call. Mini-batches are contiguous slices of a
+    copy of the data reshuffled every epoch from the model's shuffle stream; with one batch the
+    rows are not shuffled (only rounding would change). ``validation_split`` holds out a random
+    fraction of the rows (the split stream); ``validation_data`` gives the held-out set
+    directly. The optimizer steps once per batch and ends an epoch after each epoch, so its
+    schedule anneals per step or per epoch as it declares.
+
+    Raises :class:`TrainingError` if a batch loss is NaN or infinite: training stops and the
+    weights are those of the end of the last epoch whose batches all had finite losses.
+    """
+    config = model.training.updated(**overrides)
+    X, y = model.check_data(X, y)
+    X_val: Array | None = None
+    y_val: Array | None = None
+    if validation_data is not None:
+        if config.validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        X_val, y_val = model.check_data(*validation_data)
+    elif config.validation_split:
+        X, y, X_val, y_val = _split(X, y, config.validation_split, model.streams.split)
+
+    n = X.shape[0]
+    size = min(config.batch_size or n, n)
+    starts = range(0, n, size)
+    shuffle = config.shuffle and len(starts) > 1
+    # The shuffled copy is refilled in place every epoch, so the batch views are fixed once.
+    Xs, ys = (np.empty_like(X), np.empty_like(y)) if shuffle else (X, y)
+    batches = [(Xs[i : i + size], ys[i : i + size]) for i in starts]
+    accuracy = accuracy_function(y, model.loss)
+    val_accuracy = None if y_val is None else accuracy_function(y_val, model.loss)
+
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        callback.set_model(model)
+    batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
+    history = History(params={**dict(config), "samples": n, "batches": len(batches)})
+    params, grads = model.parameters(), model.gradients()
+    last_good = [np.empty_like(p) for p in params]
+    train_batch, step = model.train_batch, model.optimizer.step
+    model.stop_training = False
+
+    logs: Logs = {}
+    for callback in callbacks:
+        callback.on_train_begin({"epochs": config.epochs, "batches": len(batches)})
+    for epoch in range(config.epochs):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch, {})
+        for keep, p in zip(last_good, params, strict=True):
+            np.copyto(keep, p)
+        if shuffle:
+            order = model.streams.shuffle.permutation(n)
+            np.take(X, order, axis=0, out=Xs)
+            np.take(y, order, axis=0, out=ys)
+        total = 0.0
+        correct = 0.0
+        for b, (xb, yb) in enumerate(batches):
+            value, out = train_batch(xb, yb)
+            if not math.isfinite(value):
+                for keep, p in zip(last_good, params, strict=True):
+                    np.copyto(p, keep)
+                raise TrainingError(
+                    f"the training loss became {value} at epoch {epoch}, batch {b}; training "
+                    f"stopped and the weights of the end of epoch {epoch - 1} were restored "
+                    f"(a lower learning rate may help)",
+                    epoch=epoch,
+                    history=history,
+                )
+            step(params, grads)
+            m = xb.shape[0]
+            total += value * m
+            if accuracy is not None:
+                correct += accuracy(out, yb) * m
+            for callback in batch_callbacks:
+                callback.on_batch_end(b, {"loss": value, "size": m})
+        model.optimizer.end_epoch()
+
+        logs = {"loss": total / n}
+        if accuracy is not None:
+            logs["accuracy"] = correct / n
+        if X_val is not None and y_val is not None:
+            out = model.forward(X_val)
+            logs["val_loss"] = model.loss.value(out, y_val)
+            if val_accuracy is not None:
+                logs["val_accuracy"] = val_accuracy(out, y_val)
+        history.append(epoch, logs)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for callback in callbacks:
+        callback.on_train_end(logs)
+    return history
+
+
+def _split(
+    X: Array, y: Array, fraction: float, rng: np.random.Generator
+) -> tuple[Array, Array, Array, Array]:
+    """Hold out ``int(n * fraction)`` random rows; both parts keep the original row order."""
+    n = X.shape[0]
+    n_val = int(n * fraction)
+    if n_val == 0 or n_val == n:
+        raise ValueError(
+            f"validation_split={fraction} of {n} rows leaves {n_val} validation and "
+            f"{n - n_val} training rows; both must be non-empty"
+        )
+    held = np.zeros(n, dtype=bool)
+    held[rng.choice(n, n_val, replace=False)] = True
+    return X[~held], y[~held], X[held], y[held]
