@@ -422,6 +422,12 @@ class _OnlyRNG:
     def uniform(self, low: float, high: float, size: tuple[int, ...]) -> Array:
         return self._gen.uniform(low, high, size)
 
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"an initializer may call only rng.standard_normal(shape) and "
+            f"rng.uniform(low, high, shape), not rng.{name}"
+        )
+
 
 def check_initializer(
     plugin: PluginRef, *, registry: Registry | None = None, shape: tuple[int, int] = (400, 100)

@@ -1,0 +1,31 @@
+"""Shared fixtures: fan-out over every plugin the real registry holds.
+
+A test that takes ``plugin_entry`` runs once per registered class (built-in or installed
+third-party), found through the real entry-point path at collection time: there is no
+hand-kept list. ``<kind>_entry`` (e.g. ``loss_entry``) fans out over one kind only.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import microfw as mf
+from microfw.interfaces import INTERFACES
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    kinds = {f"{kind}_entry": kind for kind in INTERFACES}
+    for fixture in metafunc.fixturenames:
+        if fixture == "plugin_entry":
+            entries = mf.Registry().entries()
+        elif fixture in kinds:
+            entries = mf.Registry().entries(kinds[fixture])
+        else:
+            continue
+        metafunc.parametrize(fixture, entries, ids=[f"{e.kind}:{e.name}" for e in entries])
+
+
+@pytest.fixture
+def registry() -> mf.Registry:
+    """A fresh registry loaded through the real entry-point group."""
+    return mf.Registry()

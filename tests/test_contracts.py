@@ -1,0 +1,57 @@
+"""Every registered plugin, built-in or installed, passes microfw's contract checks."""
+
+from __future__ import annotations
+
+from microfw import testing
+from microfw.interfaces import INTERFACES
+
+EXPECTED_CHECKS = {
+    "layer": {"check_schema", "check_shapes_and_dtypes", "check_layer_gradient"},
+    "activation": {
+        "check_schema",
+        "check_shapes_and_dtypes",
+        "check_elementwise",
+        "check_activation_gradient",
+    },
+    "loss": {"check_schema", "check_shapes_and_dtypes", "check_loss_gradient"},
+    "initializer": {"check_schema", "check_initializer"},
+    "optimizer": {"check_schema", "check_optimizer"},
+    "schedule": {"check_schema", "check_schedule"},
+}
+
+
+def test_check_plugin_passes(plugin_entry, registry):
+    ran = testing.check_plugin(plugin_entry.cls, registry=registry)
+    assert set(ran) == EXPECTED_CHECKS[plugin_entry.kind]
+
+
+def test_check_plugin_by_name(plugin_entry, registry):
+    testing.check_plugin(plugin_entry.name, registry=registry, kind=plugin_entry.kind)
+
+
+def test_registry_loads_without_problems(registry):
+    registry.entries()
+    assert registry.problems == []
+
+
+def test_the_documented_builtin_names_are_registered(registry):
+    names = {(e.kind, e.name) for e in registry.entries() if e.provenance.package == "microfw"}
+    documented = (
+        {("layer", n) for n in ("linear", "softmax")}
+        | {("activation", n) for n in ("sigmoid", "relu", "tanh", "leaky_relu", "identity")}
+        | {("loss", n) for n in ("squared_error", "bce", "categorical_crossentropy")}
+        | {
+            ("initializer", n)
+            for n in ("plain", "xavier", "he", "glorot_uniform", "glorot_normal", "normal", "zeros")
+        }
+        | {("optimizer", "sgd")}
+        | {("schedule", n) for n in ("constant", "step", "exponential", "inverse_time", "cosine")}
+    )
+    assert documented <= names, sorted(documented - names)
+
+
+def test_every_checker_is_dispatched():
+    dispatched = set().union(*EXPECTED_CHECKS.values())
+    public = {n for n in dir(testing) if n.startswith("check_") and n != "check_plugin"}
+    assert dispatched == public
+    assert set(EXPECTED_CHECKS) == set(INTERFACES)

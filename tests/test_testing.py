@@ -1,0 +1,751 @@
+"""microfw.testing catches broken plugins; the built-ins compute exactly their formulas."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import microfw as mf
+from microfw import testing
+from microfw.rng import LegacyRNG
+
+REG = mf.Registry()
+
+
+def builtin(kind: str, name: str, **params):
+    """A built-in plugin instance, created by name as a spec would."""
+    return REG.create(kind, {"type": name, **params})
+
+
+# -- planted bugs: every checker can fail -----------------------------------------------------
+
+
+class Softsign(mf.Activation):
+    """y = x / (1 + |x|); y' = 1 / (1 + |x|)^2."""
+
+    name = "softsign_test"
+
+    def forward(self, x):
+        return x / (1 + np.abs(x))
+
+    def derivative(self, x, y):
+        return 1 / (1 + np.abs(x)) ** 2
+
+
+class SoftsignWrongDerivative(Softsign):
+    """y = x / (1 + |x|) with the square missing from its derivative."""
+
+    name = "softsign_wrong"
+
+    def derivative(self, x, y):
+        return 1 / (1 + np.abs(x))
+
+
+class SoftsignSlightlyOff(Softsign):
+    """y = x / (1 + |x|) with a derivative 0.1% too large."""
+
+    name = "softsign_slightly_off"
+
+    def derivative(self, x, y):
+        return 1.001 / (1 + np.abs(x)) ** 2
+
+
+def test_a_correct_unregistered_plugin_passes_every_check():
+    assert "check_activation_gradient" in testing.check_plugin(Softsign)
+
+
+def test_wrong_activation_derivative_is_caught():
+    with pytest.raises(AssertionError) as info:
+        testing.check_plugin(SoftsignWrongDerivative)
+    message = str(info.value)
+    assert "check_activation_gradient failed for activation 'softsign_wrong'" in message
+    assert "max relative error" in message
+    assert "analytic" in message and "numeric" in message
+
+
+def test_a_small_derivative_error_is_caught():
+    with pytest.raises(AssertionError, match=r"relative error 0\.000999 > rtol 1e-05"):
+        testing.check_activation_gradient(SoftsignSlightlyOff)
+
+
+class SoftmaxAsActivation(mf.Activation):
+    """y = softmax(x) per row, wrongly registered as element-wise."""
+
+    name = "softmax_activation"
+
+    def forward(self, x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def derivative(self, x, y):
+        return y * (1 - y)
+
+
+def test_an_activation_that_mixes_elements_is_caught():
+    with pytest.raises(AssertionError, match="forward is not element-wise"):
+        testing.check_elementwise(SoftmaxAsActivation)
+
+
+class Upcasting(Softsign):
+    """y = x / (1 + |x|), returned as float64 whatever the input."""
+
+    name = "softsign_upcasting"
+
+    def forward(self, x):
+        return super().forward(x.astype(np.float64))
+
+
+def test_an_activation_that_upcasts_float32_is_caught():
+    with pytest.raises(AssertionError, match=r"forward\(float32\) has dtype float64"):
+        testing.check_shapes_and_dtypes(Upcasting)
+
+
+class SquaredErrorMissingMean(mf.Loss):
+    """L = 1/(2m) sum((p - y)^2), whose gradient forgets the 1/m."""
+
+    name = "squared_error_missing_mean"
+
+    def value(self, y_pred, y_true):
+        return float(np.sum((y_pred - y_true) ** 2)) / (2 * len(y_pred))
+
+    def grad(self, y_pred, y_true):
+        return y_pred - y_true
+
+
+def test_loss_gradient_off_by_a_factor_is_caught():
+    with pytest.raises(AssertionError) as info:
+        testing.check_plugin(SquaredErrorMissingMean)
+    message = str(info.value)
+    assert "check_loss_gradient failed for loss 'squared_error_missing_mean'" in message
+    assert "|analytic| / |numeric| = 5" in message  # the 5 samples of the check
+
+
+Linear = REG.get("layer", "linear")
+Softmax = REG.get("layer", "softmax")
+
+
+class LinearWrongBiasGradient(Linear):
+    """y = x W + b, reporting twice the bias gradient."""
+
+    name = "linear_wrong_bias"
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.db *= 2
+        return dx
+
+
+class SoftmaxWrongInputGradient(Softmax):
+    """Row-wise softmax whose backward drops the -y (dy . y) term."""
+
+    name = "softmax_wrong"
+
+    def backward(self, dy):
+        return dy * self._y
+
+
+class LinearAccumulating(Linear):
+    """y = x W + b, adding each batch's weight gradient to the last one."""
+
+    name = "linear_accumulating"
+
+    def backward(self, dy):
+        self.dW += self._x.T @ dy
+        np.sum(dy, axis=0, out=self.db)
+        return dy @ self.W.T
+
+
+class LinearRebinding(Linear):
+    """y = x W + b, replacing its weight array on every forward."""
+
+    name = "linear_rebinding"
+
+    def forward(self, x, training=True):
+        self.W = self.W.copy()
+        self._params[0] = self.W
+        return super().forward(x, training)
+
+
+class LinearWrongWidth(Linear):
+    """y = x W + b, announcing one output too many."""
+
+    name = "linear_wrong_width"
+
+    def output_dim(self, n_in):
+        return self.units + 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "check", "expected"),
+    [
+        (
+            LinearWrongBiasGradient,
+            "check_layer_gradient",
+            r"gradient of parameter 1 \(shape \(3,\)\)",
+        ),
+        (SoftmaxWrongInputGradient, "check_layer_gradient", r"input gradient"),
+        (LinearAccumulating, "check_layer_gradient", r"\|second\| / \|first\| = 2.*accumulated"),
+        (LinearRebinding, "check_layer_gradient", r"parameters\(\) returns new arrays"),
+        (LinearWrongWidth, "check_shapes_and_dtypes", r"shape \(5, 3\), expected \(5, 4\)"),
+    ],
+)
+def test_broken_layers_are_caught(cls, check, expected):
+    with pytest.raises(AssertionError, match=f"{check} failed for layer '{cls.name}'.*{expected}"):
+        testing.check_plugin(cls)
+
+
+class OverstatedHe(mf.Initializer):
+    """N(0, 1) * sqrt(2 / n_in), claiming variance 1 / n_in."""
+
+    name = "overstated_he"
+
+    def __call__(self, shape, rng):
+        return rng.standard_normal(shape) * np.sqrt(2 / shape[0])
+
+    def variance(self, fan_in, fan_out):
+        return 1 / fan_in
+
+
+class TenPercentOff(OverstatedHe):
+    """N(0, 1) * sqrt(1.1 / n_in), claiming variance 1 / n_in."""
+
+    name = "ten_percent_off"
+
+    def __call__(self, shape, rng):
+        return rng.standard_normal(shape) * np.sqrt(1.1 / shape[0])
+
+
+class SwappedFans(OverstatedHe):
+    """N(0, 1) / sqrt(n_out), claiming variance 1 / n_in."""
+
+    name = "swapped_fans"
+
+    def __call__(self, shape, rng):
+        return rng.standard_normal(shape) / np.sqrt(shape[-1])
+
+
+class GlobalState(OverstatedHe):
+    """N(0, 1) * 0.01 from the global numpy.random state."""
+
+    name = "global_state"
+
+    def __call__(self, shape, rng):
+        return np.random.standard_normal(shape) * 0.01
+
+    def variance(self, fan_in, fan_out):
+        return 1e-4
+
+
+class ReseedsGlobalState(GlobalState):
+    """N(0, 1) * 0.01 after np.random.seed(0)."""
+
+    name = "reseeds_global_state"
+
+    def __call__(self, shape, rng):
+        np.random.seed(0)
+        return super().__call__(shape, rng)
+
+
+class IgnoresRng(GlobalState):
+    """N(0, 1) * 0.01 from its own fixed generator."""
+
+    name = "ignores_rng"
+
+    def __call__(self, shape, rng):
+        return np.random.default_rng(1).standard_normal(shape) * 0.01
+
+
+class UsesNormal(GlobalState):
+    """N(0, 0.01^2) through rng.normal, which the legacy adapter lacks."""
+
+    name = "uses_normal"
+
+    def __call__(self, shape, rng):
+        return rng.normal(0, 0.01, shape)
+
+
+@pytest.fixture
+def restore_global_rng():
+    state = np.random.get_state()
+    yield
+    np.random.set_state(state)
+
+
+@pytest.mark.usefixtures("restore_global_rng")
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (OverstatedHe, r"sample variance 0\.005\d* .* variance\(400, 100\) = 0\.0025 \(ratio 2"),
+        (TenPercentOff, r"\(ratio 1\.1"),
+        (SwappedFans, r"\(ratio 4"),
+        (GlobalState, r"two draws with the same seed differ"),
+        (ReseedsGlobalState, r"global numpy\.random state changed"),
+        (IgnoresRng, r"two different seeds gave the same draw"),
+        (UsesNormal, r"may call only rng\.standard_normal\(shape\) .* not rng\.normal"),
+    ],
+)
+def test_broken_initializers_are_caught(cls, expected):
+    with pytest.raises(
+        AssertionError, match=f"check_initializer failed for initializer.*{expected}"
+    ):
+        testing.check_plugin(cls)
+
+
+class Ascending(mf.Optimizer):
+    """p += lr g: gradient ascent."""
+
+    name = "ascending"
+
+    def update(self, params, grads, lr):
+        for p, g in zip(params, grads, strict=True):
+            p += lr * g
+
+
+class Idle(mf.Optimizer):
+    """p unchanged."""
+
+    name = "idle"
+
+    def update(self, params, grads, lr):
+        pass
+
+
+class Rebinding(mf.Optimizer):
+    """params[i] = p - lr g: a new array, not an in-place update."""
+
+    name = "rebinding"
+
+    def update(self, params, grads, lr):
+        for i, g in enumerate(grads):
+            params[i] = params[i] - lr * g
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (Ascending, r"float64 step 1 did not lower the convex loss .*: ([\d.]+) -> (?!\1)"),
+        (Idle, r"step 1 did not lower the convex loss .*: ([\d.]+) -> \1$"),
+        (Rebinding, r"step 1 replaced params\[0, 1, 2\] instead of updating them in place"),
+    ],
+)
+def test_broken_optimizers_are_caught(cls, expected):
+    with pytest.raises(AssertionError, match=f"check_optimizer failed for optimizer.*{expected}"):
+        testing.check_plugin(cls)
+
+
+class HalfStart(mf.Schedule):
+    """lr(t) = lr0 / 2."""
+
+    name = "half_start"
+
+    def __call__(self, lr0, t):
+        return lr0 / 2
+
+
+class GoesNegative(mf.Schedule):
+    """lr(t) = lr0 - 0.01 t."""
+
+    name = "goes_negative"
+
+    def __call__(self, lr0, t):
+        return lr0 - 0.01 * t
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (HalfStart, r"the rate at t=0 is 0\.05, expected lr0 = 0\.1"),
+        (GoesNegative, r"the rate at t=11 is -0\.00999\d*, expected a finite float >= 0"),
+    ],
+)
+def test_broken_schedules_are_caught(cls, expected):
+    with pytest.raises(AssertionError, match=f"check_schedule failed for schedule.*{expected}"):
+        testing.check_plugin(cls)
+
+
+class BadExample(Linear):
+    """y = x W + b, with invalid example parameters."""
+
+    name = "bad_example"
+    example_params = {"units": 0}
+
+
+class Undocumented(mf.Schedule):
+    name = "undocumented"
+
+    def __call__(self, lr0, t):
+        return lr0
+
+
+class NoRoundTrip(mf.Schedule):
+    """lr(t) = lr0 * scale ** t, reporting a different scale than it holds."""
+
+    name = "no_round_trip"
+    scale: float = 0.5
+
+    def __call__(self, lr0, t):
+        return lr0 * self.scale**t
+
+    def get_params(self):
+        return {**super().get_params(), "scale": self.scale / 2}
+
+
+class Relu(mf.Activation):
+    """y = max(x, 0), under a name the built-in already holds."""
+
+    name = "relu"
+
+    def forward(self, x):
+        return np.maximum(x, 0)
+
+    def derivative(self, x, y):
+        return (x > 0).astype(x.dtype)
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (BadExample, r"SpecError.*units: Input should be greater than 0"),
+        (Undocumented, r"the class has no docstring"),
+        (
+            NoRoundTrip,
+            r"get_params\(\) does not round-trip: .*'scale': 0\.25.* -> .*'scale': 0\.125",
+        ),
+        (Relu, r"the name 'relu' is registered to microfw_plugins\.activations\.ReLU"),
+    ],
+)
+def test_schema_problems_are_caught(cls, expected):
+    with pytest.raises(AssertionError, match=f"(?s)check_schema failed for .*{expected}"):
+        testing.check_schema(cls, registry=REG)
+
+
+def test_check_plugin_looks_names_up_with_did_you_mean():
+    assert testing.check_plugin("relu", registry=REG)
+    with pytest.raises(LookupError, match="did you mean 'relu'"):
+        testing.check_plugin("rleu", registry=REG)
+
+
+def test_individual_checks_reject_other_kinds():
+    with pytest.raises(TypeError, match="check_layer_gradient checks a Layer"):
+        testing.check_layer_gradient(Softsign)
+
+
+class FixedVarianceNormal(mf.Initializer):
+    """N(0, 1) * std, always claiming the variance of std = 0.1."""
+
+    name = "fixed_variance_normal"
+    std: float = 0.1
+
+    def __call__(self, shape, rng):
+        return rng.standard_normal(shape) * self.std
+
+    def variance(self, fan_in, fan_out):
+        return 0.01
+
+
+def test_an_instance_is_checked_with_its_own_parameters():
+    testing.check_initializer(FixedVarianceNormal)
+    with pytest.raises(AssertionError, match="ratio 4"):
+        testing.check_initializer(FixedVarianceNormal(std=0.2))
+
+
+# -- the built-ins compute exactly their formulas ---------------------------------------------
+
+
+@pytest.fixture
+def strict_warnings():
+    """Any warning (overflow, divide by zero, invalid value) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+X = np.array([[-1000.0, -2.0, 0.0, 0.5, 1000.0]])
+
+
+@pytest.mark.usefixtures("strict_warnings")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_is_stable_for_huge_inputs(dtype):
+    sigmoid = builtin("activation", "sigmoid")
+    x = X.astype(dtype)
+    y = sigmoid.forward(x)
+    assert y.dtype == dtype
+    expected = 1 / (1 + np.exp(-np.array([-2.0, 0.0, 0.5])))
+    np.testing.assert_allclose(y[0, 1:4], expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    assert y[0, 0] == 0 and y[0, 4] == 1
+    np.testing.assert_array_equal(sigmoid.derivative(x, y)[0, [0, 4]], [0, 0])
+
+
+def test_elementwise_activations_match_their_formulas():
+    x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
+    tanh = builtin("activation", "tanh")
+    np.testing.assert_allclose(tanh.derivative(x, tanh.forward(x)), 1 / np.cosh(x) ** 2)
+    relu = builtin("activation", "relu")
+    np.testing.assert_array_equal(relu.forward(x), [[0, 0, 0, 0.5, 3]])
+    np.testing.assert_array_equal(relu.derivative(x, relu.forward(x)), [[0, 0, 0, 1, 1]])
+    leaky = builtin("activation", "leaky_relu", alpha=0.1)
+    np.testing.assert_allclose(leaky.forward(x), [[-0.2, -0.05, 0, 0.5, 3]], rtol=1e-15)
+    np.testing.assert_array_equal(leaky.derivative(x, leaky.forward(x)), [[0.1, 0.1, 0.1, 1, 1]])
+    identity = builtin("activation", "identity")
+    np.testing.assert_array_equal(identity.forward(x), x)
+    np.testing.assert_array_equal(identity.derivative(x, x), np.ones_like(x))
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0, "0.1"])
+def test_leaky_relu_alpha_is_validated(alpha):
+    with pytest.raises(mf.SpecError, match="alpha"):
+        builtin("activation", "leaky_relu", alpha=alpha)
+
+
+@pytest.mark.usefixtures("strict_warnings")
+def test_softmax_rows_sum_to_one_and_survive_huge_inputs():
+    softmax = builtin("layer", "softmax")
+    x = np.array([[1000.0, 1000.0, -1000.0], [1.0, 2.0, 3.0]])
+    y = softmax.forward(x)
+    np.testing.assert_array_equal(y[0], [0.5, 0.5, 0.0])
+    e = np.exp([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(y[1], e / e.sum(), rtol=1e-15)
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-15)
+    np.testing.assert_allclose(softmax.forward(x + 500), y, rtol=1e-15)
+    assert softmax.forward(x.astype(np.float32)).dtype == np.float32
+
+
+def test_softmax_backward_is_the_jacobian_vector_product():
+    softmax = builtin("layer", "softmax")
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    y = softmax.forward(x)
+    dx = softmax.backward(dy)
+    for row in range(4):
+        jacobian = np.diag(y[row]) - np.outer(y[row], y[row])
+        np.testing.assert_allclose(dx[row], jacobian.T @ dy[row], rtol=1e-13, atol=1e-15)
+
+
+def test_softmax_needs_two_inputs():
+    with pytest.raises(ValueError, match=r"at least 2 inputs.*got 1"):
+        builtin("layer", "softmax").output_dim(1)
+
+
+def test_linear_computes_xw_plus_b_and_its_gradients():
+    linear = builtin("layer", "linear", units=2)
+    linear.build(3, np.random.default_rng(0), np.dtype(np.float64))
+    W, b = linear.parameters()
+    b[:] = [0.5, -1.0]
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(linear.forward(x), x @ W + b, rtol=1e-15)
+    dy = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_allclose(linear.backward(dy), dy @ W.T, rtol=1e-15)
+    dW, db = linear.gradients()
+    np.testing.assert_array_equal(dW, x.T @ dy)
+    np.testing.assert_array_equal(db, [4.0, 6.0])
+
+
+def test_squared_error_is_half_the_mean_sum_of_squares():
+    loss = builtin("loss", "squared_error")
+    p, y = np.array([[1.0, 2.0], [3.0, 5.0]]), np.array([[0.0, 2.0], [1.0, 1.0]])
+    assert loss.value(p, y) == (1 + 0 + 4 + 16) / (2 * 2)
+    np.testing.assert_array_equal(loss.grad(p, y), (p - y) / 2)
+
+
+def test_bce_from_logits_equals_bce_on_sigmoid():
+    rng = np.random.default_rng(4)
+    z, y = rng.uniform(-5, 5, (6, 2)), rng.uniform(0, 1, (6, 2))
+    s = 1 / (1 + np.exp(-z))
+    logits, probs = builtin("loss", "bce", from_logits=True), builtin("loss", "bce")
+    expected = -np.mean(y * np.log(s) + (1 - y) * np.log(1 - s))
+    assert logits.value(z, y) == pytest.approx(expected, rel=1e-12)
+    assert probs.value(s, y) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(logits.grad(z, y), (s - y) / z.size, rtol=1e-12)
+    np.testing.assert_allclose(logits.grad(z, y), probs.grad(s, y) * s * (1 - s), rtol=1e-9)
+    assert logits.decision_threshold() == 0.0 and probs.decision_threshold() == 0.5
+
+
+@pytest.mark.usefixtures("strict_warnings")
+def test_bce_is_stable_at_the_extremes():
+    y = np.array([[1.0, 0.0, 1.0, 0.0]])
+    logits = builtin("loss", "bce", from_logits=True)
+    z = np.array([[1000.0, -1000.0, -1000.0, 1000.0]])
+    assert logits.value(z, y) == pytest.approx(1000 / 2)
+    np.testing.assert_array_equal(logits.grad(z, y), [[0, 0, -0.25, 0.25]])
+    probs = builtin("loss", "bce", eps=1e-7)
+    p = np.array([[1.0, 0.0, 0.0, 1.0]])
+    assert probs.value(p, y) == pytest.approx(-np.log(1e-7) / 2, rel=1e-7)  # 2 of 4 clipped
+    assert np.all(np.isfinite(probs.grad(p, y)))
+
+
+def test_bce_targets_must_lie_in_0_1():
+    bce = builtin("loss", "bce")
+    bce.check_targets(np.array([[0.0], [0.3], [1.0]]))
+    with pytest.raises(
+        ValueError, match=r"bce targets must lie in \[0, 1\]; 2 value\(s\).*-1\.0, 2\.0"
+    ):
+        bce.check_targets(np.array([[0.0], [2.0], [-1.0]]))
+
+
+def test_categorical_crossentropy_matches_its_formula():
+    cce = builtin("loss", "categorical_crossentropy")
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    y = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    expected = -(np.log(0.7) + 0.5 * np.log(0.1) + 0.5 * np.log(0.8)) / 2
+    assert cce.value(p, y) == pytest.approx(expected, rel=1e-14)
+    np.testing.assert_allclose(cce.grad(p, y), -y / p / 2, rtol=1e-15)
+
+
+def test_categorical_crossentropy_checks_outputs_and_targets():
+    cce = builtin("loss", "categorical_crossentropy")
+    cce.check_output_dim(2)
+    with pytest.raises(ValueError, match=r"at least 2 outputs.*got 1.*'bce'"):
+        cce.check_output_dim(1)
+    cce.check_targets(np.eye(3))
+    with pytest.raises(
+        ValueError, match=r"1 row\(s\) do not, e\.g\. row 1 sums to 1\.1 \(\[0\.5, 0\.6\]\)"
+    ):
+        cce.check_targets(np.array([[0.0, 1.0], [0.5, 0.6]]))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*-1\.0"):
+        cce.check_targets(np.array([[2.0, -1.0]]))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "variance"),
+    [
+        ("plain", {}, 1e-4),
+        ("xavier", {}, 1 / 4),
+        ("he", {}, 2 / 4),
+        ("glorot_uniform", {}, 2 / 10),
+        ("glorot_normal", {}, 2 / 10),
+        ("normal", {"std": 0.1}, 0.1**2),
+        ("zeros", {}, 0.0),
+    ],
+)
+def test_initializer_variance_formulas(name, params, variance):
+    assert builtin("initializer", name, **params).variance(4, 6) == pytest.approx(
+        variance, rel=1e-15
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "scale"),
+    [
+        ("plain", lambda n_in, n_out: 0.01),
+        ("he", lambda n_in, n_out: np.sqrt(2 / n_in)),
+        ("glorot_normal", lambda n_in, n_out: np.sqrt(2 / (n_in + n_out))),
+    ],
+)
+def test_normal_initializers_scale_a_standard_normal_draw(name, scale):
+    drawn = builtin("initializer", name)((4, 6), np.random.default_rng(5))
+    np.testing.assert_array_equal(
+        drawn, np.random.default_rng(5).standard_normal((4, 6)) * scale(4, 6)
+    )
+
+
+def test_glorot_uniform_draws_within_its_limit():
+    limit = np.sqrt(6 / 10)
+    drawn = builtin("initializer", "glorot_uniform")((4, 6), np.random.default_rng(6))
+    np.testing.assert_array_equal(drawn, np.random.default_rng(6).uniform(-limit, limit, (4, 6)))
+
+
+def test_xavier_reproduces_the_seed_tutorials_weights():
+    # np.random.seed(48), then randn(n_out, n_in) / sqrt(n_in) per layer of the 2-3-1 XOR net.
+    rng = LegacyRNG(np.random.RandomState(48))
+    xavier = builtin("initializer", "xavier")
+    w1, w2 = xavier((2, 3), rng), xavier((3, 1), rng)
+    seeds_w1 = [[-0.702603, -0.751938], [-0.451188, 0.750657], [-0.111302, 0.773383]]
+    np.testing.assert_allclose(w1.T, seeds_w1, atol=5e-7)
+    np.testing.assert_allclose(w2.T, [[-1.197918, 0.404511, 0.966853]], atol=5e-7)
+
+
+def schedule_at(name, t, lr0=0.1, **params):
+    return builtin("schedule", name, **params)(lr0, t)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "t", "expected"),
+    [
+        ("constant", {}, 1000, 0.1),
+        ("step", {"step_size": 10, "gamma": 0.5}, 9, 0.1),
+        ("step", {"step_size": 10, "gamma": 0.5}, 10, 0.05),
+        ("step", {"step_size": 10, "gamma": 0.5}, 25, 0.025),
+        ("exponential", {"rate": 0.9}, 3, 0.1 * 0.729),
+        ("inverse_time", {}, 4, 0.1 / 5),
+        ("inverse_time", {"decay": 0.5, "power": 2.0}, 2, 0.1 / 4),
+        ("cosine", {"t_max": 10, "lr_min": 0.01}, 5, (0.1 + 0.01) / 2),
+        ("cosine", {"t_max": 10, "lr_min": 0.01}, 10, 0.01),
+        ("cosine", {"t_max": 10, "lr_min": 0.01}, 20, 0.01),
+        ("cosine", {"t_max": 4}, 1, 0.1 * (1 + math.cos(math.pi / 4)) / 2),
+    ],
+)
+def test_schedule_values(name, params, t, expected):
+    assert schedule_at(name, t, **params) == pytest.approx(expected, rel=1e-14)
+    assert schedule_at(name, 0, **params) == 0.1
+
+
+@pytest.mark.parametrize("power_t", [0.25, 0.5])
+def test_inverse_time_is_scikit_learns_invscaling(power_t):
+    # scikit-learn: eta = eta0 / pow(t', power_t), with t' counting samples seen from 1.
+    for t in range(5):
+        expected = 0.1 / (t + 1) ** power_t
+        assert schedule_at("inverse_time", t, decay=1.0, power=power_t) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("step", {}),
+        ("step", {"step_size": 0}),
+        ("step", {"step_size": 5, "gamma": 1.5}),
+        ("exponential", {"rate": 0.0}),
+        ("inverse_time", {"power": -1.0}),
+        ("cosine", {"t_max": 10, "lr_min": -0.1}),
+        ("cosine", {"t_max": 10, "per": "batch"}),
+    ],
+)
+def test_schedule_parameters_are_validated(name, params):
+    with pytest.raises(mf.SpecError):
+        builtin("schedule", name, **params)
+
+
+def sgd_steps(grads, **params):
+    sgd = builtin("optimizer", "sgd", **params)
+    p = np.array([1.0, -2.0])
+    for g in grads:
+        sgd.step([p], [np.array(g)])
+    return p
+
+
+def test_sgd_plain_step():
+    np.testing.assert_allclose(sgd_steps([[0.5, -1.0]], lr=0.1), [0.95, -1.9], rtol=1e-15)
+
+
+def test_sgd_momentum_steps():
+    g1, g2 = np.array([0.5, -1.0]), np.array([0.2, 0.4])
+    v1 = -0.1 * g1
+    v2 = 0.9 * v1 - 0.1 * g2
+    expected = np.array([1.0, -2.0]) + v1 + v2
+    np.testing.assert_allclose(sgd_steps([g1, g2], lr=0.1, momentum=0.9), expected, rtol=1e-15)
+
+
+def test_sgd_nesterov_steps():
+    g1, g2 = np.array([0.5, -1.0]), np.array([0.2, 0.4])
+    p1 = np.array([1.0, -2.0]) - 0.1 * g1 * (1 + 0.9)
+    np.testing.assert_allclose(sgd_steps([g1], lr=0.1, momentum=0.9, nesterov=True), p1, rtol=1e-15)
+    v1 = -0.1 * g1
+    v2 = 0.9 * v1 - 0.1 * g2
+    p2 = p1 + 0.9 * v2 - 0.1 * g2
+    two = sgd_steps([g1, g2], lr=0.1, momentum=0.9, nesterov=True)
+    np.testing.assert_allclose(two, p2, rtol=1e-15)
+
+
+def test_sgd_keeps_float32_and_follows_its_schedule():
+    schedule = {"type": "step", "step_size": 1, "gamma": 0.5, "per": "step"}
+    sgd = builtin("optimizer", "sgd", lr=0.1, momentum=0.5, schedule=schedule)
+    p = np.ones(3, dtype=np.float32)
+    for _ in range(3):
+        sgd.step([p], [np.ones(3, dtype=np.float32)])
+    assert p.dtype == np.float32
+    v1 = -0.1
+    v2 = 0.5 * v1 - 0.05
+    v3 = 0.5 * v2 - 0.025
+    np.testing.assert_allclose(p, 1 + v1 + v2 + v3, rtol=1e-6)
