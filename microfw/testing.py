@@ -122,7 +122,7 @@ def _checking(
 ) -> Iterator[Callable[[], Any]]:
     """Yield a factory of plugin instances; report any failure inside as ``AssertionError``."""
     cls = plugin if isinstance(plugin, type) else type(plugin)
-    if not (isinstance(cls, type) and issubclass(cls, interfaces)):
+    if not issubclass(cls, interfaces):
         expected = " or ".join(i.__name__ for i in interfaces)
         raise TypeError(f"{check} checks a {expected} class or instance, got {plugin!r}")
 

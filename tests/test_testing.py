@@ -103,6 +103,34 @@ def test_an_activation_that_upcasts_float32_is_caught():
         testing.check_shapes_and_dtypes(Upcasting)
 
 
+class Float32Drifts(Softsign):
+    """y = x / (1 + |x|), 1% too large in float32."""
+
+    name = "softsign_float32_drifts"
+
+    def forward(self, x):
+        return super().forward(x) * x.dtype.type(1.01 if x.dtype == np.float32 else 1)
+
+
+class DerivativeMixesElements(Softsign):
+    """y = x / (1 + |x|) with a derivative that depends on the first column."""
+
+    name = "softsign_mixed_derivative"
+
+    def derivative(self, x, y):
+        return super().derivative(x, y) + 1e-3 * x[:, :1]
+
+
+def test_float32_results_must_agree_with_float64():
+    with pytest.raises(AssertionError, match=r"forward in float32 differs from float64 by 0\.01"):
+        testing.check_shapes_and_dtypes(Float32Drifts)
+
+
+def test_a_derivative_that_mixes_elements_is_caught():
+    with pytest.raises(AssertionError, match="derivative is not element-wise"):
+        testing.check_elementwise(DerivativeMixesElements)
+
+
 class SquaredErrorMissingMean(mf.Loss):
     """L = 1/(2m) sum((p - y)^2), whose gradient forgets the 1/m."""
 
@@ -323,9 +351,24 @@ class Rebinding(mf.Optimizer):
             params[i] = params[i] - lr * g
 
 
+class ReversedState(mf.Optimizer):
+    """v = 0.5 v - lr g, p += v, with the velocities created in reverse parameter order."""
+
+    name = "reversed_state"
+
+    def update(self, params, grads, lr):
+        if not hasattr(self, "_velocity"):
+            self._velocity = [np.zeros_like(p) for p in reversed(params)]
+        for p, g, v in zip(params, grads, self._velocity, strict=True):
+            v *= 0.5
+            v -= lr * g
+            p += v
+
+
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
+        (ReversedState, r"ValueError: .*broadcast"),
         (Ascending, r"float64 step 1 did not lower the convex loss .*: ([\d.]+) -> (?!\1)"),
         (Idle, r"step 1 did not lower the convex loss .*: ([\d.]+) -> \1$"),
         (Rebinding, r"step 1 replaced params\[0, 1, 2\] instead of updating them in place"),
