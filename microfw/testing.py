@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from microfw.interfaces import (
+    INTERFACES,
     Activation,
     Array,
     Initializer,
@@ -567,7 +568,7 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
     """
     cls = plugin if isinstance(plugin, type) else type(plugin)
     registry = registry if registry is not None else current_registry()
-    with _checking("check_schema", cls, tuple(_CHECK_KINDS), registry):
+    with _checking("check_schema", cls, tuple(INTERFACES.values()), registry):
         kind = kind_of(cls)
         if not (cls.__doc__ or "").strip():
             raise AssertionError("the class has no docstring (a one-line formula is expected)")

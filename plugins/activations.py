@@ -15,7 +15,8 @@ def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)) without overflow: exp(-|x|) is at most 1, the sign is folded back in."""
     e = np.exp(-np.abs(x))
     r = 1 / (1 + e)
-    return np.where(x >= 0, r, e * r)
+    e *= r  # e / (1 + e), the value for x < 0
+    return np.where(x >= 0, r, e)
 
 
 class Sigmoid(Activation):

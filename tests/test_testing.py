@@ -698,6 +698,10 @@ def test_xavier_reproduces_the_seed_tutorials_weights():
     seeds_w1 = [[-0.702603, -0.751938], [-0.451188, 0.750657], [-0.111302, 0.773383]]
     np.testing.assert_allclose(w1.T, seeds_w1, atol=5e-7)
     np.testing.assert_allclose(w2.T, [[-1.197918, 0.404511, 0.966853]], atol=5e-7)
+    # Bit for bit: dividing by sqrt(n_in), as the seeds do (multiplying by 1/sqrt differs).
+    seeds = np.random.RandomState(48)
+    np.testing.assert_array_equal(w1.T, seeds.randn(3, 2) / np.sqrt(2))
+    np.testing.assert_array_equal(w2.T, seeds.randn(1, 3) / np.sqrt(3))
 
 
 def schedule_at(name, t, lr0=0.1, **params):
