@@ -290,10 +290,9 @@ def check_layer_gradient(
         x = rng.standard_normal((5, n_in))
         w = rng.standard_normal((5, n_out))
         params = list(layer.parameters())
-        _check_aligned(params, layer.gradients())
-
         layer.forward(x, training=True)
         dx = layer.backward(w.copy())
+        _check_aligned(params, layer.gradients())
         grads = [np.array(g, dtype=np.float64) for g in layer.gradients()]
         if [id(p) for p in layer.parameters()] != [id(p) for p in params]:
             raise AssertionError("parameters() returns new arrays after forward/backward")

@@ -7,6 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import microfw as mf
 from microfw import testing
@@ -520,6 +523,42 @@ def test_sigmoid_is_stable_for_huge_inputs(dtype):
     np.testing.assert_allclose(y[0, 1:4], expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
     assert y[0, 0] == 0 and y[0, 4] == 1
     np.testing.assert_array_equal(sigmoid.derivative(x, y)[0, [0, 4]], [0, 0])
+
+
+def finite_arrays(bound: float):
+    """Float64 batches of 1-4 rows and 2-5 columns with values in [-bound, bound]."""
+    shape = st.tuples(st.integers(1, 4), st.integers(2, 5))
+    elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False)
+    return arrays(np.float64, shape, elements=elements)
+
+
+@given(finite_arrays(1e300))
+def test_sigmoid_lies_in_0_1_for_any_input(x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = builtin("activation", "sigmoid").forward(x)
+    assert np.all((y >= 0) & (y <= 1))
+    assert np.all(y[x > 40] == 1) and np.all(y[x < -800] == 0)
+
+
+@given(finite_arrays(1e10))
+def test_softmax_rows_are_distributions_for_any_input(x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = builtin("layer", "softmax").forward(x)
+    assert np.all(y >= 0)
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-12)
+
+
+@given(finite_arrays(1e6), st.integers(0, 2**32 - 1))
+def test_bce_from_logits_is_finite_and_non_negative(z, seed):
+    y = np.random.default_rng(seed).uniform(0, 1, z.shape)
+    bce = builtin("loss", "bce", from_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = bce.value(z, y), bce.grad(z, y)
+    assert math.isfinite(value) and value >= 0
+    assert np.all(np.abs(grad) <= 1 / z.size)
 
 
 def test_elementwise_activations_match_their_formulas():
