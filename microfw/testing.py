@@ -12,17 +12,31 @@ are public too. Each takes a plugin **class** (constructed with its ``example_pa
 instance whenever a check needs one) or an **instance** (used as it is, so pass a fresh one),
 and raises ``AssertionError`` naming the check, the plugin, and by how much it failed.
 ``registry`` is where nested references such as ``init="xavier"`` resolve (default: the
-registry in use, see :func:`microfw.registry.current_registry`).
+registry in use, see :func:`microfw.registry.current_registry`). A plugin with a required
+parameter declares ``example_params`` so that the checks can build it.
+
+The checks each kind gets:
+
+=============  ==========================================================================
+layer          check_schema, check_shapes_and_dtypes, check_layer_gradient
+activation     check_schema, check_shapes_and_dtypes, check_elementwise,
+               check_activation_gradient
+loss           check_schema, check_shapes_and_dtypes, check_loss_gradient
+initializer    check_schema, check_initializer
+optimizer      check_schema, check_optimizer
+schedule       check_schema, check_schedule
+=============  ==========================================================================
 
 How the checks judge:
 
 * **Gradients** are compared with central differences ``(f(x + h) - f(x - h)) / 2h`` in
   float64 with ``h = 1e-5``. The error of an element is ``|a - n| / max(|a|, |n|, floor)``
-  (``a`` analytic, ``n`` numerical) where ``floor`` is 1e-3 of the largest ``|n|``, so entries
-  far smaller than the largest are judged absolutely; every element must be within ``rtol``
-  (default 1e-5). Test points are drawn away from 0 (the usual kink, e.g. of ``relu``) and,
-  for losses, inside (0.05, 0.95) (away from probability clipping); a plugin with other kinks
-  or another domain passes its own points (``x=``, ``y_pred=``, ``y_true=``).
+  (``a`` analytic, ``n`` numerical) where ``floor`` is 1e-3 of the largest ``|n|`` (at
+  least 1e-8), so entries far smaller than the largest are judged absolutely; every element
+  must be within ``rtol`` (default 1e-5). Test points are drawn away from 0 (the usual kink,
+  e.g. of ``relu``) and, for losses, inside (0.05, 0.95) (away from probability clipping); a
+  plugin with other kinks or another domain passes its own points (``x=``, ``y_pred=``,
+  ``y_true=``).
 * **Randomness** comes only from ``numpy.random.default_rng(seed)``: the checks are
   deterministic and never touch the global ``numpy.random`` state.
 """
