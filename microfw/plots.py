@@ -1,7 +1,8 @@
 """Learning curves and decision boundaries as PNG files (the ``plot`` extra: matplotlib).
 
-matplotlib is imported on first use with the headless ``Agg`` backend, so plotting works on
-machines without a display; only documented, current matplotlib API is used.
+matplotlib is imported on first use. Figures are drawn with :class:`matplotlib.figure.Figure`
+directly, never through ``pyplot``: rendering is headless (Agg), works without a display, and
+leaves the caller's pyplot state and backend alone. Only current matplotlib API is used.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ class Predictor(Protocol):
     def predict(self, X: Array) -> Array: ...
 
 
-def _pyplot() -> Any:
+def figure_class() -> Any:
+    """:class:`matplotlib.figure.Figure`; :class:`PlotError` if matplotlib is not installed."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise PlotError(
             "plotting needs matplotlib: pip install 'microfw[plot]' (or pip install matplotlib)"
         ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure
 
 
 def plot_history(history: Any, path: str | Path) -> Path:
@@ -55,10 +54,8 @@ def plot_history(history: Any, path: str | Path) -> Path:
         raise PlotError(f"history has no 'loss' curve (curves: {', '.join(curves) or 'none'})")
     losses = {k: v for k, v in curves.items() if k == "loss" or k.endswith("_loss")}
     metrics = {k: v for k, v in curves.items() if k not in losses}
-    plt = _pyplot()
-    fig, axes = plt.subplots(
-        1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False
-    )
+    fig = figure_class()(figsize=(11 if metrics else 6, 4))
+    axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)
     for ax, group, ylabel in zip(axes[0], (losses, metrics), ("loss", "metric"), strict=False):
         for name, values in group.items():
             ax.plot(np.arange(len(values)), values, label=name)
@@ -69,7 +66,7 @@ def plot_history(history: Any, path: str | Path) -> Path:
     if all(min(v) > 0 for v in losses.values()):
         axes[0][0].set_yscale("log")
     axes[0][0].set_title("Learning curve")
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_decision_boundary(
@@ -81,6 +78,7 @@ def plot_decision_boundary(
     *,
     resolution: int = 300,
     title: str = "Decision boundary",
+    axis_labels: tuple[str, str] = ("x1", "x2"),
 ) -> Path:
     """Shade the model's prediction over the plane of two features, with the data on top.
 
@@ -95,6 +93,8 @@ def plot_decision_boundary(
         transform: maps grid points ``(m, 2)`` to model inputs, as was done to the data, e.g.
             a feature cross ``lambda g: np.c_[g, g[:, 0] * g[:, 1]]``. Default: identity.
         resolution: grid points per axis.
+        title: the figure's title.
+        axis_labels: the names of the two features.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -113,8 +113,8 @@ def plot_decision_boundary(
     grid = np.c_[gx.ravel(), gy.ravel()]
     out = np.asarray(model.predict(transform(grid) if transform else grid))
     out = out.reshape(len(grid), -1)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = figure_class()(figsize=(6, 5))
+    ax = fig.subplots()
     if out.shape[1] == 1:
         prob = out[:, 0].reshape(gx.shape)
         shade = ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 21), cmap="RdYlGn", alpha=0.6)
@@ -129,13 +129,13 @@ def plot_decision_boundary(
     else:
         colours = {"cmap": "tab10", "vmin": -0.5, "vmax": out.shape[1] - 0.5}
     ax.scatter(X[:, 0], X[:, 1], c=labels, edgecolors="k", linewidths=0.5, s=30, **colours)
-    ax.set_xlabel("x1")
-    ax.set_ylabel("x2")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.set_title(title)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
-def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +143,4 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
         fig.savefig(path, dpi=100, format="png")
     except OSError as exc:
         raise PlotError(f"{path}: cannot write the plot ({exc})") from None
-    finally:
-        plt.close(fig)
     return path

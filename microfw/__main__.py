@@ -1,0 +1,7 @@
+"""``python -m microfw``: the same as the ``microfw`` command."""
+
+import sys
+
+from microfw.cli import main
+
+sys.exit(main())
