@@ -8,9 +8,10 @@ Use them in a plugin package's tests::
         microfw.testing.check_plugin(Softsign)      # or, once installed: check_plugin("softsign")
 
 :func:`check_plugin` runs every check that applies to the plugin's kind; the individual checks
-are public too. Each takes a plugin **class** (constructed with its ``example_params``; a fresh
-instance whenever a check needs one) or an **instance** (used as it is, so pass a fresh one),
-and raises ``AssertionError`` naming the check, the plugin, and by how much it failed.
+are public too. Each takes a plugin **class** (constructed with its ``example_params``) or
+an **instance** (its parameters are checked; the checks work on copies, so its state is left
+alone); a fresh object is made whenever a check needs one. A failing check raises
+``AssertionError`` naming the check, the plugin, and by how much it failed.
 ``registry`` is where nested references such as ``init="xavier"`` resolve (default: the
 registry in use, see :func:`microfw.registry.current_registry`). A plugin with a required
 parameter declares ``example_params`` so that the checks can build it.
@@ -43,6 +44,7 @@ How the checks judge:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -142,7 +144,7 @@ def _checking(
         raise TypeError(f"{check} checks a {expected} class or instance, got {plugin!r}")
 
     def make() -> Any:
-        return cls(**cls.example_params) if isinstance(plugin, type) else plugin
+        return cls(**cls.example_params) if isinstance(plugin, type) else copy.deepcopy(plugin)
 
     try:
         with using(registry if registry is not None else current_registry()):
@@ -497,13 +499,18 @@ def _quadratic(params: list[Array], centres: list[Array], curvature: list[Array]
     )
 
 
-def check_optimizer(plugin: PluginRef, *, registry: Registry | None = None, steps: int = 5) -> None:
-    """Each of ``steps`` steps lowers a convex quadratic, updating the arrays in place.
+def check_optimizer(
+    plugin: PluginRef, *, registry: Registry | None = None, steps: int = 20
+) -> None:
+    """Steps descend a convex quadratic, updating the parameter arrays in place.
 
     The toy loss is ``0.5 * sum(c * (p - centre)^2)`` over three parameters of different shapes
     (so state created in the wrong order or shape shows), curvatures ``c`` in [0.5, 2], run
     with the optimizer's own (example) parameters, in float64 and in float32 (which must stay
-    float32). State must be created lazily: the optimizer is constructed without parameters.
+    float32); each step is one full-batch epoch (``end_epoch`` follows it). The first step must
+    lower the loss, and the loss after ``steps`` steps must be below the loss after the first
+    (methods with momentum may rise and fall in between). State must be created lazily: the
+    optimizer is constructed without parameters.
     """
     with _checking("check_optimizer", plugin, (Optimizer,), registry) as make:
         rng = np.random.default_rng(SEED)
@@ -515,16 +522,18 @@ def check_optimizer(plugin: PluginRef, *, registry: Registry | None = None, step
             for m, s in zip(centres, shapes, strict=True)
         ]
         for dtype in (np.float64, np.float32):
+            where = f"in {np.dtype(dtype)}"
             opt = make()
             params = [p.astype(dtype) for p in start]
             held = list(params)
-            loss = _quadratic(params, centres, curvature)
+            losses = [_quadratic(params, centres, curvature)]
             for k in range(1, steps + 1):
                 grads = [
                     (c * (p - m)).astype(dtype)
                     for p, m, c in zip(params, centres, curvature, strict=True)
                 ]
                 opt.step(params, grads)
+                opt.end_epoch()
                 replaced = [
                     i for i, (p, q) in enumerate(zip(params, held, strict=True)) if p is not q
                 ]
@@ -534,13 +543,18 @@ def check_optimizer(plugin: PluginRef, *, registry: Registry | None = None, step
                     )
                 for i, p in enumerate(params):
                     _expect_array(f"parameter {i} after step {k}", p, shapes[i], dtype)
-                new = _quadratic(params, centres, curvature)
-                if not new < loss:
-                    raise AssertionError(
-                        f"{np.dtype(dtype)} step {k} did not lower the convex loss "
-                        f"0.5 * sum(c (p - centre)^2): {loss:.6g} -> {new:.6g}"
-                    )
-                loss = new
+                losses.append(_quadratic(params, centres, curvature))
+            trace = ", ".join(f"{v:.4g}" for v in losses[:6])
+            if not losses[1] < losses[0]:
+                raise AssertionError(
+                    f"{where}, the first step did not lower the convex loss "
+                    f"0.5 * sum(c (p - centre)^2): {losses[0]:.6g} -> {losses[1]:.6g}"
+                )
+            if not losses[-1] < losses[1]:
+                raise AssertionError(
+                    f"{where}, the loss after {steps} steps ({losses[-1]:.6g}) is not below the "
+                    f"loss after the first ({losses[1]:.6g}); losses: {trace}, ..."
+                )
 
 
 def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> None:
@@ -570,18 +584,19 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
 
 
 def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None:
-    """The plugin builds by name from ``example_params`` through its schema and round-trips.
+    """The plugin builds by name from its parameters through its schema and round-trips.
 
-    ``registry.create(kind, {"type": name, **example_params})`` must give an instance of the
-    class; ``get_params()`` must be JSON data that builds an equal plugin again; the class must
-    carry a docstring (its first line, the formula, is the schema's description);
+    ``registry.create(kind, {"type": name, **params})`` must give an instance of the class,
+    where ``params`` is ``example_params`` for a class and ``get_params()`` for an instance;
+    ``get_params()`` must be JSON data that builds an equal plugin again; the class must carry
+    a docstring (its first line, the formula, is the schema's description);
     :func:`microfw.json_schema` of the registry must render and show every parameter. A class
     not registered in ``registry`` is checked in a fresh :class:`~microfw.Registry` with the
     class registered in-process.
     """
     cls = plugin if isinstance(plugin, type) else type(plugin)
     registry = registry if registry is not None else current_registry()
-    with _checking("check_schema", cls, tuple(INTERFACES.values()), registry):
+    with _checking("check_schema", plugin, tuple(INTERFACES.values()), registry):
         kind = kind_of(cls)
         if not (cls.__doc__ or "").strip():
             raise AssertionError("the class has no docstring (a one-line formula is expected)")
@@ -593,7 +608,8 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
             raise AssertionError(
                 f"the name {cls.name!r} is registered to {other.__module__}.{other.__qualname__}"
             )
-        built = registry.create(kind, {"type": cls.name, **cls.example_params})
+        params = cls.example_params if plugin is cls else plugin.get_params()
+        built = registry.create(kind, {"type": cls.name, **params})
         if type(built) is not cls:
             raise AssertionError(f"create() built a {type(built).__name__}, not {cls.__name__}")
         data = built.get_params()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from microfw import testing
 from microfw.interfaces import INTERFACES
 
@@ -55,3 +57,22 @@ def test_every_checker_is_dispatched():
     public = {n for n in dir(testing) if n.startswith("check_") and n != "check_plugin"}
     assert dispatched == public
     assert set(EXPECTED_CHECKS) == set(INTERFACES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "ref"),
+    [
+        ("layer", {"type": "linear", "units": 2, "use_bias": False, "init": "he"}),
+        ("activation", {"type": "leaky_relu", "alpha": 0.3}),
+        ("loss", {"type": "bce", "from_logits": True}),
+        ("loss", {"type": "bce", "eps": 1e-3}),
+        ("initializer", {"type": "normal", "std": 0.3}),
+        ("optimizer", {"type": "sgd", "lr": 0.1, "momentum": 0.9}),
+        ("optimizer", {"type": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("schedule", {"type": "inverse_time", "decay": 0.1, "power": 0.5, "per": "step"}),
+        ("schedule", {"type": "cosine", "t_max": 7, "lr_min": 0.01}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v),
+)
+def test_parameter_variants_pass(kind, ref, registry):
+    testing.check_plugin(registry.create(kind, ref), registry=registry)

@@ -344,6 +344,16 @@ class Idle(mf.Optimizer):
         pass
 
 
+class Overshooting(mf.Optimizer):
+    """p -= 1.1 g: too long a step for curvatures above 2/1.1: a first decrease, then growth."""
+
+    name = "overshooting"
+
+    def update(self, params, grads, lr):
+        for p, g in zip(params, grads, strict=True):
+            p -= 1.1 * g
+
+
 class Rebinding(mf.Optimizer):
     """params[i] = p - lr g: a new array, not an in-place update."""
 
@@ -372,8 +382,15 @@ class ReversedState(mf.Optimizer):
     ("cls", "expected"),
     [
         (ReversedState, r"ValueError: .*broadcast"),
-        (Ascending, r"float64 step 1 did not lower the convex loss .*: ([\d.]+) -> (?!\1)"),
-        (Idle, r"step 1 did not lower the convex loss .*: ([\d.]+) -> \1$"),
+        (
+            Ascending,
+            r"in float64, the first step did not lower the convex loss .*: ([\d.]+) -> (?!\1)",
+        ),
+        (Idle, r"the first step did not lower the convex loss .*: ([\d.]+) -> \1$"),
+        (
+            Overshooting,
+            r"the loss after 20 steps \(5814\.\d+\) is not below the loss after the first",
+        ),
         (Rebinding, r"step 1 replaced params\[0, 1, 2\] instead of updating them in place"),
     ],
 )
