@@ -119,7 +119,7 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
             f"{path}: format version {version!r}; this microfw reads version {FORMAT_VERSION}"
         )
     missing = [
-        f"{p['kind']} {p['name']!r} (from {p['package']} {p.get('version') or ''})".rstrip()
+        f"{p['kind']} {p['name']!r} (from {_package(p)})"
         for p in meta.get("plugins", [])
         if not registry.has(p["kind"], p["name"])
     ]
@@ -128,6 +128,11 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
             f"{path}: needs plugins that are not registered: {'; '.join(missing)}; install "
             "the package(s) named, or allow them via MICROFW_PLUGINS"
         )
+
+
+def _package(record: dict[str, Any]) -> str:
+    version = record.get("version")
+    return f"{record['package']} {version}" if version else str(record["package"])
 
 
 def _read_weights(path: Any, raw: bytes) -> dict[str, np.ndarray]:

@@ -280,5 +280,6 @@ class Sequential:
 def _finite(a: Array, name: str) -> Array:
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name} contains non-finite values (first at index {tuple(bad)})")
+        where = tuple(int(i) for i in bad)
+        raise ValueError(f"{name} contains non-finite values (first at index {where})")
     return a

@@ -150,6 +150,9 @@ def resolve(
     optimizer = _create(
         registry, "optimizer", data.get("optimizer", DEFAULT_OPTIMIZER), "optimizer", problems
     )
+    if settings is not None and settings.rng == "legacy" and (settings.seed or 0) >= 2**32:
+        message = "the legacy RNG (numpy RandomState) needs a seed below 2**32"
+        problems.append(Problem("seed", message, settings.seed, True))
     input_dim = data.get("input_dim")
     if layers is not None and _is_positive_int(input_dim):
         _check_widths(input_dim, layers, loss, problems)
@@ -187,7 +190,10 @@ def _validate_model(
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        allowed = [*model.model_fields, *(PLUGIN_FIELDS if model is _Settings else ())]
+        allowed = {"": list(model.model_fields)}
+        if model is _Settings:
+            allowed[""] += PLUGIN_FIELDS
+            allowed["training"] = list(TrainingSpec.model_fields)
         found = problems_from_pydantic(exc)
         problems.extend(_prefix(path, _suggest_keys(found, allowed)))
         return None
@@ -264,7 +270,7 @@ def _create(registry: Registry, kind: str, ref: Any, path: str, problems: list[P
             allowed = list(parameter_hints(registry.get(kind, name)))
             if kind == "layer" and "activation" not in allowed:
                 allowed.append("activation")
-            found = _suggest_keys(found, allowed)
+            found = _suggest_keys(found, {"": allowed})
         problems.extend(_prefix(path, found))
         return None
 
@@ -292,17 +298,16 @@ def _check_widths(
             problems.append(Problem("loss", message))
 
 
-def _suggest_keys(problems: list[Problem], allowed: list[str]) -> list[Problem]:
-    """Add a did-you-mean and the allowed keys to "unknown" problems about top-level keys."""
+def _suggest_keys(problems: list[Problem], allowed: dict[str, list[str]]) -> list[Problem]:
+    """Add a did-you-mean to "unknown key" problems; ``allowed`` maps a path to its keys."""
     out = []
     for p in problems:
-        if p.message in ("unknown parameter", "Extra inputs are not permitted") and (
-            p.path and "." not in p.path and "[" not in p.path
-        ):
-            close = difflib.get_close_matches(p.path, allowed, n=1, cutoff=0.6)
+        parent, _, key = p.path.rpartition(".")
+        if p.message == "unknown parameter" and parent in allowed and "[" not in key:
+            close = difflib.get_close_matches(key, allowed[parent], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            message = f"unknown key{hint} (allowed: {', '.join(allowed) or 'none'})"
-            p = Problem(p.path, message)
+            message = f"unknown key{hint} (allowed: {', '.join(allowed[parent])})"
+            p = Problem(p.path, message, p.value, p.has_value)
         out.append(p)
     return out
 

@@ -99,7 +99,9 @@ def fit(
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
     history = History(params={**dict(config), "samples": n, "batches": len(batches)})
     params, grads = model.parameters(), model.gradients()
-    last_good = [np.empty_like(p) for p in params]
+    # The weights at the start of the epoch, to restore if a loss is not finite. With a single
+    # batch no copy is needed: the failing batch is not applied, so they are still in place.
+    last_good = [np.empty_like(p) for p in params] if len(batches) > 1 else []
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
 
@@ -109,8 +111,9 @@ def fit(
     for epoch in range(config.epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
-        for keep, p in zip(last_good, params, strict=True):
-            np.copyto(keep, p)
+        if last_good:
+            for keep, p in zip(last_good, params, strict=True):
+                np.copyto(keep, p)
         if shuffle:
             order = model.streams.shuffle.permutation(n)
             np.take(X, order, axis=0, out=Xs)
@@ -120,7 +123,7 @@ def fit(
         for b, (xb, yb) in enumerate(batches):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
-                for keep, p in zip(last_good, params, strict=True):
+                for keep, p in zip(last_good, params, strict=False):  # empty: nothing to restore
                     np.copyto(p, keep)
                 raise TrainingError(
                     f"the training loss became {value} at epoch {epoch}, batch {b}; training "
