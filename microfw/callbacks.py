@@ -49,7 +49,10 @@ def overrides_batch_end(callback: Callback) -> bool:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+    """Stop after ``patience`` epochs in a row in which ``monitor`` did not improve (Keras's rule).
+
+    An epoch improves when it beats the best value so far by more than ``min_delta``; with
+    ``patience=0`` training stops at the first epoch that does not.
 
     Args:
         monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"loss"``.

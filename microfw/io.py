@@ -7,7 +7,8 @@
   back with ``allow_pickle=False``. Nothing is pickled.
 
 Writing goes to a temporary file in the target's directory, then ``os.replace``: a failure
-leaves any previous file untouched.
+leaves any previous file untouched. Optimizer state (step counters, momentum buffers) is not
+saved: a loaded model predicts identically and starts its learning-rate schedule afresh.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     registered (naming the package that provided it), the spec, and the weights' names,
     shapes and dtypes, raising :class:`ModelFileError` (or :class:`~microfw.SpecError`).
     """
-    from microfw.model import Sequential
+    from microfw.model import build
 
     registry = registry or current_registry()
     try:
@@ -94,7 +95,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     except zipfile.BadZipFile as exc:
         raise ModelFileError(f"{path}: not a microfw model file ({exc})") from None
     arrays = _read_weights(path, raw)
-    model = Sequential.from_spec(spec, registry)
+    model = build(spec, registry)
     _check_weights(path, arrays, dict(zip(model.weight_names(), model.parameters(), strict=True)))
     model.set_weights([arrays[name] for name in model.weight_names()])
     return model

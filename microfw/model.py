@@ -12,7 +12,7 @@ from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, to_ref
 from microfw.metrics import accuracy_function
 from microfw.registry import Registry, current_registry
 from microfw.rng import make_streams
-from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, load_spec, resolve
+from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 
 if TYPE_CHECKING:
     from microfw.callbacks import Callback
@@ -29,9 +29,9 @@ def build(
 
     Plugin names are resolved through ``registry`` (default: the current registry).
     """
-    if not isinstance(spec, ModelSpec):
-        spec = load_spec(spec, registry)
-    return Sequential.from_spec(spec, registry)
+    registry = registry or current_registry()
+    data, origin = read_spec(spec)
+    return Sequential._from_resolved(resolve(data, registry, source=origin), registry)
 
 
 class Sequential:
@@ -78,18 +78,17 @@ class Sequential:
         }
         if training is not None:
             data["training"] = training
-        self.registry = registry or current_registry()
-        self._setup(resolve(data, self.registry))
+        registry = registry or current_registry()
+        self._setup(resolve(data, registry), registry)
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, registry: Registry | None = None) -> Sequential:
-        """Build a model from a :class:`ModelSpec` (same as :func:`microfw.build`)."""
+    def _from_resolved(cls, resolved: Resolved, registry: Registry) -> Sequential:
         self = cls.__new__(cls)
-        self.registry = registry or current_registry()
-        self._setup(resolve(spec.to_dict(), self.registry))
+        self._setup(resolved, registry)
         return self
 
-    def _setup(self, resolved: Resolved) -> None:
+    def _setup(self, resolved: Resolved, registry: Registry) -> None:
+        self.registry = registry
         settings = resolved.settings
         self.input_dim: int = settings.input_dim
         self.training: TrainingSpec = settings.training

@@ -16,7 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from microfw.interfaces import INTERFACES
 from microfw.params import parameter_hints, params_model
 from microfw.registry import Entry, Registry, current_registry
-from microfw.spec import PLUGIN_FIELDS, _Settings
+from microfw.spec import DEFAULT_OPTIMIZER, PLUGIN_FIELDS, SpecSettings
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _PLUGIN_REF = re.compile(r"#/\$defs/[a-z]+_ref")
@@ -65,17 +65,22 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
             *(_plugin_def(e, defs) for e in registry.entries("activation")),
         ],
     )
-    settings = _model_schema(_Settings)
+    settings = _model_schema(SpecSettings)
     defs.update(settings.pop("$defs", {}))
     properties = dict(settings["properties"])
     properties["layers"] = {
         "type": "array",
         "minItems": 1,
         "items": {"$ref": "#/$defs/layers_item"},
-        "description": "The layers, in order: names, {'type': name, ...} objects.",
+        "description": "The layers, in order: a name or {'type': name, ...} each; a layer's "
+        "'activation' key appends that activation.",
     }
-    properties["loss"] = {"$ref": "#/$defs/loss_ref"}
-    properties["optimizer"] = {"$ref": "#/$defs/optimizer_ref", "default": "sgd"}
+    properties["loss"] = {"$ref": "#/$defs/loss_ref", "description": "The training objective."}
+    properties["optimizer"] = {
+        "$ref": "#/$defs/optimizer_ref",
+        "default": DEFAULT_OPTIMIZER,
+        "description": "The update rule and its learning-rate schedule.",
+    }
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": "microfw model spec",

@@ -28,7 +28,9 @@ SPEC_VERSION = 1
 PLUGIN_FIELDS = ("layers", "loss", "optimizer")
 DEFAULT_OPTIMIZER = "sgd"
 
-_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+_CONFIG = ConfigDict(
+    extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+)
 
 PluginData = str | dict[str, Any]
 """A plugin reference as spec data: a bare name or ``{"type": name, **params}``."""
@@ -57,7 +59,7 @@ class TrainingSpec(BaseModel):
         return out
 
 
-class _Settings(BaseModel):
+class SpecSettings(BaseModel):
     """The spec's fields that are not plugin references."""
 
     model_config = _CONFIG
@@ -67,6 +69,7 @@ class _Settings(BaseModel):
     input_dim: Annotated[int, Field(gt=0)]
     """Number of input features (columns of ``X``)."""
     training: TrainingSpec = TrainingSpec()
+    """Default hyper-parameters of fit()."""
     seed: Annotated[int, Field(ge=0)] | None = None
     """Seed of every random stream; null draws fresh entropy (not reproducible)."""
     rng: Literal["pcg64", "legacy"] = "pcg64"
@@ -75,7 +78,7 @@ class _Settings(BaseModel):
     """Floating-point type of weights and data."""
 
 
-class ModelSpec(_Settings):
+class ModelSpec(SpecSettings):
     """A validated spec with every plugin written out in full (``{"type": name, **params}``).
 
     Obtain one from :func:`load_spec` or :meth:`~microfw.Sequential.to_spec`; constructing it
@@ -83,8 +86,11 @@ class ModelSpec(_Settings):
     """
 
     layers: list[PluginData]
+    """The layers, in order."""
     loss: PluginData
+    """The training objective."""
     optimizer: PluginData = DEFAULT_OPTIMIZER
+    """The update rule and its learning-rate schedule."""
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON data."""
@@ -99,7 +105,7 @@ class ModelSpec(_Settings):
 class Resolved:
     """A spec turned into objects: settings and plugin instances (no arrays allocated yet)."""
 
-    settings: _Settings
+    settings: SpecSettings
     layers: list[Layer]
     loss: Loss
     optimizer: Optimizer
@@ -123,7 +129,7 @@ def load_spec(
     A string starting with ``{`` is JSON text, any other string a path. Raises
     :class:`~microfw.SpecError` listing every problem.
     """
-    data, origin = _read(source)
+    data, origin = read_spec(source)
     return resolve(data, registry, source=origin).to_spec()
 
 
@@ -139,7 +145,7 @@ def resolve(
     registry = registry or current_registry()
     problems: list[Problem] = []
     settings = _validate_model(
-        _Settings, {k: v for k, v in data.items() if k not in PLUGIN_FIELDS}, "", problems
+        SpecSettings, {k: v for k, v in data.items() if k not in PLUGIN_FIELDS}, "", problems
     )
     layers = _resolve_layers(data.get("layers"), "layers" in data, registry, problems)
     if "loss" in data:
@@ -162,7 +168,8 @@ def resolve(
     return Resolved(settings, [layer for _, layer in layers], loss, optimizer)  # type: ignore[arg-type]
 
 
-def _read(source: Any) -> tuple[dict[str, Any], str | None]:
+def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:
+    """The raw data of a spec given as a path, JSON text, dict or ModelSpec, and its path."""
     if isinstance(source, ModelSpec):
         return source.to_dict(), None
     if isinstance(source, Mapping):
@@ -191,7 +198,7 @@ def _validate_model(
         return model.model_validate(dict(data))
     except ValidationError as exc:
         allowed = {"": list(model.model_fields)}
-        if model is _Settings:
+        if model is SpecSettings:
             allowed[""] += PLUGIN_FIELDS
             allowed["training"] = list(TrainingSpec.model_fields)
         found = problems_from_pydantic(exc)
@@ -211,7 +218,15 @@ def _resolve_layers(
         return None
     before = len(problems)
     out: list[tuple[str, Layer]] = []
+    first_use: dict[int, int] = {}
     for i, item in enumerate(items):
+        if isinstance(item, Plugin):
+            # Each layer owns its arrays: one instance cannot sit at two places.
+            j = first_use.setdefault(id(item), i)
+            if j != i:
+                message = f"the same instance as layers[{j}]; create a new one"
+                problems.append(Problem(f"layers[{i}]", message, item, True))
+                continue
         out.extend(_resolve_layer(registry, item, f"layers[{i}]", problems))
     return out if len(problems) == before else None
 
@@ -331,5 +346,5 @@ def plugins_of(objects: Sequence[Plugin]) -> list[tuple[str, str]]:
         key = (obj.kind, obj.name)
         if key not in seen:
             seen.append(key)
-        stack.extend(v for k in obj._param_names if isinstance(v := getattr(obj, k), Plugin))
+        stack.extend(v for k in obj.get_params() if isinstance(v := getattr(obj, k), Plugin))
     return seen

@@ -214,6 +214,7 @@ BAD_SPECS: list[tuple[str, Any, list[tuple[str, str]]]] = [
     ("unknown dtype", _set("dtype", "float16"), [("dtype", "'float64' or 'float32'")]),
     ("negative seed", _set("seed", -1), [("seed", "greater than or equal to 0")]),
     ("legacy seed too big", _both(_set("rng", "legacy"), _set("seed", 2**40)), [("seed", "2**32")]),
+    ("softmax over one column", _set("layers[3]", "softmax"), [("layers[3]", "at least 2")]),
     ("too few outputs for the loss", _set("loss", "categorical_crossentropy"), [("loss", "2")]),
 ]
 
@@ -294,6 +295,14 @@ def test_widths_are_checked_before_arrays_exist() -> None:
     (problem,) = info.value.problems
     assert problem.path == "layers[1]"
     assert "input of width 3: needs an even width, got 3" in problem.message
+
+
+def test_a_layer_instance_cannot_appear_twice() -> None:
+    linear = mf.default_registry().create("layer", {"type": "linear", "units": 2})
+    with pytest.raises(mf.SpecError) as info:
+        mf.Sequential([linear, "relu", linear], input_dim=2, loss="squared_error")
+    (problem,) = info.value.problems
+    assert problem.path == "layers[2]" and "same instance as layers[0]" in problem.message
 
 
 def test_invalid_json_text_is_a_spec_error() -> None:
