@@ -9,29 +9,42 @@ element and accuracy is the fraction of correct elements.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from microfw.interfaces import Array, Loss
 
-Accuracy = Callable[[Array, Array], float]
-"""``accuracy(y_pred, y_true)``: the fraction of correct predictions in a batch."""
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Counts correct predictions against targets prepared once by :meth:`targets`.
+
+    ``threshold`` None means argmax over columns (one-hot targets).
+    """
+
+    threshold: float | None
+
+    def targets(self, y_true: Array) -> Array:
+        """The targets in the form :meth:`correct` compares with: labels or booleans."""
+        return y_true.argmax(axis=1) if self.threshold is None else y_true >= 0.5
+
+    def correct(self, y_pred: Array, targets: Array) -> int:
+        """How many rows (argmax) or elements (threshold) of ``y_pred`` are right."""
+        if self.threshold is None:
+            return int(np.count_nonzero(y_pred.argmax(axis=1) == targets))
+        return int(np.count_nonzero((y_pred >= self.threshold) == targets))
+
+    def __call__(self, y_pred: Array, y_true: Array) -> float:
+        """The fraction of correct predictions."""
+        targets = self.targets(y_true)
+        return self.correct(y_pred, targets) / targets.size
 
 
-def accuracy_function(y_true: Array, loss: Loss) -> Accuracy | None:
+def accuracy_for(y_true: Array, loss: Loss) -> Accuracy | None:
     """The accuracy fitting targets ``y_true`` ``(n_samples, n_outputs)``, or None if not 0/1."""
     if y_true.size == 0 or not np.isin(y_true, (0, 1)).all():
         return None
-    threshold = loss.decision_threshold()
     if y_true.shape[1] > 1 and (y_true.sum(axis=1) == 1).all():
-        return _argmax_accuracy
-
-    def thresholded(y_pred: Array, y: Array) -> float:
-        return np.count_nonzero((y_pred >= threshold) == y) / y.size
-
-    return thresholded
-
-
-def _argmax_accuracy(y_pred: Array, y: Array) -> float:
-    return np.count_nonzero(y_pred.argmax(axis=1) == y.argmax(axis=1)) / y.shape[0]
+        return Accuracy(None)
+    return Accuracy(loss.decision_threshold())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, to_ref
-from microfw.metrics import accuracy_function
+from microfw.metrics import accuracy_for
 from microfw.registry import Registry, current_registry
 from microfw.rng import make_streams
 from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
@@ -158,12 +158,12 @@ class Sequential:
         """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
 
         ``accuracy`` is reported when every target is 0 or 1 (see
-        :func:`microfw.metrics.accuracy_function`).
+        :mod:`microfw.metrics`).
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
         result = {"loss": self.loss.value(out, y)}
-        accuracy = accuracy_function(y, self.loss)
+        accuracy = accuracy_for(y, self.loss)
         if accuracy is not None:
             result["accuracy"] = accuracy(out, y)
         return result

@@ -15,7 +15,7 @@ import numpy as np
 from microfw.callbacks import Callback, Logs, overrides_batch_end
 from microfw.errors import MicrofwError
 from microfw.interfaces import Array
-from microfw.metrics import accuracy_function
+from microfw.metrics import accuracy_for
 
 if TYPE_CHECKING:
     from microfw.model import Sequential
@@ -88,10 +88,15 @@ def fit(
     starts = range(0, n, size)
     shuffle = config.shuffle and len(starts) > 1
     # The shuffled copy is refilled in place every epoch, so the batch views are fixed once.
-    Xs, ys = (np.empty_like(X), np.empty_like(y)) if shuffle else (X, y)
-    batches = [(Xs[i : i + size], ys[i : i + size]) for i in starts]
-    accuracy = accuracy_function(y, model.loss)
-    val_accuracy = None if y_val is None else accuracy_function(y_val, model.loss)
+    accuracy = accuracy_for(y, model.loss)
+    # Targets in the form accuracy compares with (booleans or labels), prepared once; an empty
+    # column when accuracy does not apply.
+    t = accuracy.targets(y) if accuracy is not None else y[:, :0]
+    Xs, ys, ts = (np.empty_like(X), np.empty_like(y), np.empty_like(t)) if shuffle else (X, y, t)
+    batches = [(Xs[i : i + size], ys[i : i + size], ts[i : i + size]) for i in starts]
+    units = t.size
+    val_accuracy = None if y_val is None else accuracy_for(y_val, model.loss)
+    val_targets = None if val_accuracy is None else val_accuracy.targets(y_val)
 
     callbacks = list(callbacks)
     for callback in callbacks:
@@ -118,17 +123,19 @@ def fit(
             order = model.streams.shuffle.permutation(n)
             np.take(X, order, axis=0, out=Xs)
             np.take(y, order, axis=0, out=ys)
+            np.take(t, order, axis=0, out=ts)
         total = 0.0
-        correct = 0.0
-        for b, (xb, yb) in enumerate(batches):
+        correct = 0
+        for b, (xb, yb, tb) in enumerate(batches):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
                 for keep, p in zip(last_good, params, strict=False):  # empty: nothing to restore
                     np.copyto(p, keep)
+                kept = f"those after epoch {epoch - 1}" if epoch else "the initial ones"
                 raise TrainingError(
-                    f"the training loss became {value} at epoch {epoch}, batch {b}; training "
-                    f"stopped and the weights of the end of epoch {epoch - 1} were restored "
-                    f"(a lower learning rate may help)",
+                    f"the training loss became {value} at epoch {epoch}, batch {b}: training "
+                    f"stopped; the weights are {kept}, the last with finite losses "
+                    "(a lower learning rate may help)",
                     epoch=epoch,
                     history=history,
                 )
@@ -136,19 +143,19 @@ def fit(
             m = xb.shape[0]
             total += value * m
             if accuracy is not None:
-                correct += accuracy(out, yb) * m
+                correct += accuracy.correct(out, tb)
             for callback in batch_callbacks:
                 callback.on_batch_end(b, {"loss": value, "size": m})
         model.optimizer.end_epoch()
 
         logs = {"loss": total / n}
         if accuracy is not None:
-            logs["accuracy"] = correct / n
+            logs["accuracy"] = correct / units
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
             logs["val_loss"] = model.loss.value(out, y_val)
-            if val_accuracy is not None:
-                logs["val_accuracy"] = val_accuracy(out, y_val)
+            if val_accuracy is not None and val_targets is not None:
+                logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
         history.append(epoch, logs)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)

@@ -277,3 +277,15 @@ def test_progress_bar_counts_epochs() -> None:
     mf.build(ISSUE_SPEC).fit(XOR_X, XOR_Y, epochs=7, callbacks=[bar])
     assert bar.bar.n == 7
     assert "7/7" in out.getvalue()
+
+
+def test_divergence_in_the_first_epoch_keeps_the_initial_weights() -> None:
+    model = mf.Sequential([{"type": "linear", "units": 1}], input_dim=2, loss="squared_error")
+    initial = model.get_weights()
+    X, y = regression_data(6)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(mf.TrainingError) as info:
+        model.fit(X * 1e200, y, epochs=3, batch_size=2)
+    assert "at epoch 0, batch 0" in str(info.value) and "the initial ones" in str(info.value)
+    assert info.value.history.history == {}
+    for got, want in zip(model.get_weights(), initial, strict=True):
+        np.testing.assert_array_equal(got, want)
