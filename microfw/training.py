@@ -15,7 +15,7 @@ import numpy as np
 from microfw.callbacks import Callback, Logs, overrides_batch_end
 from microfw.errors import MicrofwError
 from microfw.interfaces import Array
-from microfw.metrics import accuracy_for
+from microfw.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
     from microfw.model import Sequential
@@ -73,28 +73,10 @@ def fit(
     weights are those of the end of the last epoch whose batches all had finite losses.
     """
     config = model.training.updated(**overrides)
-    X, y = model.check_data(X, y)
-    X_val: Array | None = None
-    y_val: Array | None = None
-    if validation_data is not None:
-        if config.validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        X_val, y_val = model.check_data(*validation_data)
-    elif config.validation_split:
-        X, y, X_val, y_val = _split(X, y, config.validation_split, model.streams.split)
-
-    n = X.shape[0]
-    size = min(config.batch_size or n, n)
-    starts = range(0, n, size)
-    shuffle = config.shuffle and len(starts) > 1
-    # The shuffled copy is refilled in place every epoch, so the batch views are fixed once.
+    X, y, X_val, y_val = _holdout(model, X, y, validation_data, config.validation_split)
     accuracy = accuracy_for(y, model.loss)
-    # Targets in the form accuracy compares with (booleans or labels), prepared once; an empty
-    # column when accuracy does not apply.
-    t = accuracy.targets(y) if accuracy is not None else y[:, :0]
-    Xs, ys, ts = (np.empty_like(X), np.empty_like(y), np.empty_like(t)) if shuffle else (X, y, t)
-    batches = [(Xs[i : i + size], ys[i : i + size], ts[i : i + size]) for i in starts]
-    units = t.size
+    data = _Batches(X, y, accuracy, config.batch_size, config.shuffle, model.streams.shuffle)
+    n = X.shape[0]
     val_accuracy = None if y_val is None else accuracy_for(y_val, model.loss)
     val_targets = None if val_accuracy is None else val_accuracy.targets(y_val)
 
@@ -102,6 +84,7 @@ def fit(
     for callback in callbacks:
         callback.set_model(model)
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
+    batches = data.views
     history = History(params={**dict(config), "samples": n, "batches": len(batches)})
     params, grads = model.parameters(), model.gradients()
     # The weights at the start of the epoch, to restore if a loss is not finite. With a single
@@ -116,29 +99,17 @@ def fit(
     for epoch in range(config.epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
-        if last_good:
-            for keep, p in zip(last_good, params, strict=True):
-                np.copyto(keep, p)
-        if shuffle:
-            order = model.streams.shuffle.permutation(n)
-            np.take(X, order, axis=0, out=Xs)
-            np.take(y, order, axis=0, out=ys)
-            np.take(t, order, axis=0, out=ts)
+        for keep, p in zip(last_good, params, strict=False):  # empty: nothing to keep
+            np.copyto(keep, p)
+        data.reshuffle()
         total = 0.0
         correct = 0
         for b, (xb, yb, tb) in enumerate(batches):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
-                for keep, p in zip(last_good, params, strict=False):  # empty: nothing to restore
+                for keep, p in zip(last_good, params, strict=False):
                     np.copyto(p, keep)
-                kept = f"those after epoch {epoch - 1}" if epoch else "the initial ones"
-                raise TrainingError(
-                    f"the training loss became {value} at epoch {epoch}, batch {b}: training "
-                    f"stopped; the weights are {kept}, the last with finite losses "
-                    "(a lower learning rate may help)",
-                    epoch=epoch,
-                    history=history,
-                )
+                raise _diverged(value, epoch, b, history)
             step(params, grads)
             m = xb.shape[0]
             total += value * m
@@ -150,7 +121,7 @@ def fit(
 
         logs = {"loss": total / n}
         if accuracy is not None:
-            logs["accuracy"] = correct / units
+            logs["accuracy"] = correct / data.units
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
             logs["val_loss"] = model.loss.value(out, y_val)
@@ -164,6 +135,75 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(logs)
     return history
+
+
+class _Batches:
+    """The training rows as mini-batch views ``(x, y, accuracy targets)``.
+
+    With shuffling, the views look into buffers that :meth:`reshuffle` refills in place (one
+    gather per epoch), so they are made once. One batch holding every row is not shuffled:
+    only the rounding of sums would change.
+    """
+
+    def __init__(
+        self,
+        X: Array,
+        y: Array,
+        accuracy: Accuracy | None,
+        batch_size: int | None,
+        shuffle: bool,
+        rng: np.random.Generator,
+    ) -> None:
+        n = X.shape[0]
+        size = min(batch_size or n, n)
+        starts = range(0, n, size)
+        # Targets in the form accuracy compares with (booleans or labels), prepared once; an
+        # empty column when accuracy does not apply.
+        t = accuracy.targets(y) if accuracy is not None else y[:, :0]
+        self.units = t.size
+        self.shuffle = shuffle and len(starts) > 1
+        self.sources = (X, y, t)
+        self.rng = rng
+        self.buffers = (
+            tuple(np.empty_like(a) for a in self.sources) if self.shuffle else self.sources
+        )
+        Xs, ys, ts = self.buffers
+        self.views = [(Xs[i : i + size], ys[i : i + size], ts[i : i + size]) for i in starts]
+
+    def reshuffle(self) -> None:
+        """Draw a new row order (when shuffling)."""
+        if self.shuffle:
+            order = self.rng.permutation(self.sources[0].shape[0])
+            for source, buffer in zip(self.sources, self.buffers, strict=True):
+                np.take(source, order, axis=0, out=buffer)
+
+
+def _holdout(
+    model: Sequential,
+    X: Any,
+    y: Any,
+    validation_data: tuple[Any, Any] | None,
+    validation_split: float,
+) -> tuple[Array, Array, Array | None, Array | None]:
+    """Checked ``(X, y, X_val, y_val)`` from the validation data or a random split."""
+    X, y = model.check_data(X, y)
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        return X, y, *model.check_data(*validation_data)
+    if validation_split:
+        return _split(X, y, validation_split, model.streams.split)
+    return X, y, None, None
+
+
+def _diverged(value: float, epoch: int, batch: int, history: History) -> TrainingError:
+    kept = f"those after epoch {epoch - 1}" if epoch else "the initial ones"
+    return TrainingError(
+        f"the training loss became {value} at epoch {epoch}, batch {batch}: training stopped; "
+        f"the weights are {kept}, the last with finite losses (a lower learning rate may help)",
+        epoch=epoch,
+        history=history,
+    )
 
 
 def _split(
