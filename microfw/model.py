@@ -68,11 +68,11 @@ class Sequential:
     ) -> None:
         data: dict[str, Any] = {
             "spec_version": SPEC_VERSION,
-            "input_dim": input_dim,
+            "input_dim": _python_int(input_dim),
             "layers": list(layers),
             "loss": loss,
             "optimizer": optimizer,
-            "seed": seed,
+            "seed": _python_int(seed),
             "rng": rng,
             "dtype": dtype,
         }
@@ -274,6 +274,11 @@ class Sequential:
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{layers}], input_dim={self.input_dim}, loss={self.loss!r})"
+
+
+def _python_int(value: Any) -> Any:
+    """NumPy integers (e.g. ``X.shape[1]`` of an array library) as Python ints; others as given."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _finite(a: Array, name: str) -> Array:

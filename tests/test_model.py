@@ -80,6 +80,12 @@ def test_streams_are_independent_and_reproducible() -> None:
         np.testing.assert_array_equal(x, y)
 
 
+def test_numpy_integers_are_accepted_as_arguments() -> None:
+    model = xor_model(input_dim=np.int64(2), seed=np.uint32(48))
+    assert (model.input_dim, model.seed) == (2, 48)
+    assert type(model.to_spec().input_dim) is int
+
+
 def test_predict_and_evaluate() -> None:
     model = xor_model()
     out = model.predict(XOR_X)

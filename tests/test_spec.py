@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import microfw as mf
 from microfw.activation_layer import ActivationLayer
@@ -325,3 +327,43 @@ def test_fit_overrides_are_validated() -> None:
     paths = {p.path: p.message for p in info.value.problems}
     assert "did you mean 'epochs'" in paths["epoch"]
     assert "greater than 0" in paths["batch_size"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+PATHS = [
+    "spec_version",
+    "input_dim",
+    "layers",
+    "layers[0]",
+    "layers[0].type",
+    "layers[0].units",
+    "layers[0].init",
+    "layers[0].activation",
+    "layers[1]",
+    "loss",
+    "optimizer",
+    "optimizer.lr",
+    "optimizer.schedule",
+    "training",
+    "training.batch_size",
+    "seed",
+    "rng",
+    "dtype",
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.sampled_from(PATHS), value=JSON)
+def test_any_json_value_anywhere_gives_a_spec_error_or_a_spec(path: str, value: Any) -> None:
+    spec = copy.deepcopy(XOR)
+    _set(path, value)(spec)
+    try:
+        mf.load_spec(spec)
+    except mf.SpecError as exc:
+        assert exc.problems and all(isinstance(p.path, str) for p in exc.problems)
