@@ -110,3 +110,16 @@ def test_the_command_sees_it_in_a_fresh_process(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert ["1", "softsign", "4", "0"] in [row.split() for row in result.stdout.splitlines()]
+
+
+def test_the_packages_own_tests_pass() -> None:
+    """Its tests run microfw.testing.check_plugin on the class, as a plugin author would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=EXAMPLES / "plugin_package",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
