@@ -181,3 +181,16 @@ def test_example_scripts_run(
     out = capsys.readouterr().out
     for fragment in expected:
         assert fragment in out
+
+
+def test_a_plugin_registered_in_a_script_is_usable_by_name() -> None:
+    """In a fresh process: ``@mf.register`` changes the process-wide registry."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "custom_activation" / "custom_activation.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "checks passed: check_schema" in result.stdout
+    assert "predictions: [0 1 1 0]" in result.stdout
