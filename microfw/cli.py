@@ -64,34 +64,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(p: argparse.ArgumentParser, need: str) -> None:
         p.add_argument(
-            "--data", required=True, help="CSV with a header row, or .npz with arrays X and y"
+            "--data",
+            required=True,
+            metavar="FILE",
+            help="CSV with a header row, or .npz with arrays X and y",
         )
-        p.add_argument("--target", help=f"the CSV column holding the labels ({need})")
+        p.add_argument(
+            "--target", metavar="COLUMN", help=f"the CSV column holding the labels ({need})"
+        )
 
     p = sub.add_parser("fit", help="train a model from a spec and save it")
-    p.add_argument("spec", help="the JSON spec")
+    p.add_argument("spec", metavar="SPEC", help="the JSON spec")
     data_args(p, "required for CSV")
-    p.add_argument("--out", type=Path, help="output directory (default: runs/<spec name>)")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="output directory (default: runs/<spec name>)"
+    )
     p.add_argument("--plot", action="store_true", help="also write PNG plots (extra 'plot')")
-    p.add_argument("--epochs", type=int, help="override training.epochs")
-    p.add_argument("--seed", type=int, help="override the spec's seed")
+    p.add_argument("--epochs", type=int, metavar="N", help="override training.epochs")
+    p.add_argument("--seed", type=int, metavar="N", help="override the spec's seed")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=cmd_fit)
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on data")
-    p.add_argument("model", help=f"a saved model ({MODEL_FILE})")
+    p.add_argument("model", metavar="MODEL", help=f"a saved model ({MODEL_FILE})")
     data_args(p, "required for CSV")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("predict", help="model outputs for data, as CSV")
-    p.add_argument("model", help=f"a saved model ({MODEL_FILE})")
+    p.add_argument("model", metavar="MODEL", help=f"a saved model ({MODEL_FILE})")
     data_args(p, "excluded from the features if given")
-    p.add_argument("--output", type=Path, help="CSV file to write (default: standard output)")
+    p.add_argument(
+        "--output", type=Path, metavar="FILE", help="CSV file to write (default: standard output)"
+    )
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("validate", help="check a spec; print its layers or every problem")
-    p.add_argument("spec", help="the JSON spec")
+    p.add_argument("spec", metavar="SPEC", help="the JSON spec")
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("plugins", help="list every registered plugin with its package")
