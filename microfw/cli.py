@@ -12,6 +12,7 @@ import csv
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,14 +34,21 @@ BOUNDARY_PNG = "decision_boundary.png"
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (MicrofwError, ValueError, LookupError, OSError) as exc:
-        print(f"microfw: error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("microfw: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warn_one_line
+        try:
+            return int(args.run(args))
+        except (MicrofwError, ValueError, LookupError, OSError) as exc:
+            print(f"microfw: error: {one_line(exc)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("microfw: interrupted", file=sys.stderr)
+            return 130
+
+
+def _warn_one_line(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """Show a warning (e.g. a plugin package that failed to load) as one line on stderr."""
+    print(f"microfw: warning: {message}", file=sys.stderr)
 
 
 def one_line(exc: BaseException) -> str:
@@ -322,7 +330,9 @@ def _initializers(layer: Layer) -> str:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = mf.default_registry()
-    entries = registry.entries()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped plugins are listed below instead
+        entries = registry.entries()
     name_width = max((len(e.name) for e in entries), default=0)
     source_width = max((len(str(e.provenance)) for e in entries), default=0)
     for kind in INTERFACES:
@@ -337,8 +347,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 f"  {e.name.ljust(name_width)}  {str(e.provenance).ljust(source_width)}  {summary}"
             )
             print(line.rstrip())
-    for problem in registry.problems:
-        print(f"microfw: warning: plugin skipped: {problem}", file=sys.stderr)
+    if registry.problems:
+        print("skipped (not usable):")
+        for problem in registry.problems:
+            print(f"  {problem}")
     return 0
 
 

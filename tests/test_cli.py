@@ -301,6 +301,46 @@ def test_plugins_lists_every_kind_with_its_package(capsys: pytest.CaptureFixture
         ), entry.name
 
 
+class _BrokenPackage:
+    """A plugin object whose hook raises, as a broken third-party package would."""
+
+    __name__ = "broken_plugin"
+
+    @mf.hookimpl
+    def register_activations(self) -> list[type[mf.Activation]]:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def broken_registry(monkeypatch: pytest.MonkeyPatch) -> mf.Registry:
+    registry = mf.Registry()
+    registry.add_plugin(_BrokenPackage(), package="broken-pkg", version="1.0")
+    monkeypatch.setattr(mf, "default_registry", lambda: registry)
+    return registry
+
+
+def test_plugins_lists_skipped_packages(
+    broken_registry: mf.Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "plugins")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[-2] == "skipped (not usable):"
+    assert lines[-1].startswith("  broken_plugin (from broken-pkg): register_activations() raised")
+    assert any(line.split()[:1] == ["relu"] for line in lines)  # the others still work
+
+
+def test_warnings_are_one_line(
+    broken_registry: mf.Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "check", "relu")
+    assert code == 0 and out.startswith("ok    relu")
+    assert err.splitlines() == [
+        "microfw: warning: microfw plugin skipped: broken_plugin (from broken-pkg): "
+        "register_activations() raised RuntimeError('boom')"
+    ]
+
+
 def test_schema_is_the_live_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
     assert code == 0
