@@ -24,6 +24,8 @@ from pydantic import (
 from microfw.errors import Problem, SpecError, join_path
 
 _MODEL_ATTR = "__microfw_params_model__"
+PLUGIN_REF_KEY = "x-microfw-plugin"
+"""Marks the JSON schema of a parameter that refers to a plugin of the kind it names."""
 
 
 def ref(name: str) -> Any:
@@ -49,9 +51,10 @@ def _reference_field(interface: type) -> Any:
 
         return current_registry().create(kind, value)
 
-    return typing.Annotated[
-        Any, BeforeValidator(resolve), WithJsonSchema({"$ref": f"#/$defs/{kind}_ref"})
-    ]
+    # A self-contained schema, so pydantic's own generator accepts it; microfw.schema swaps
+    # it for a reference to the registered plugins of that kind.
+    schema = {"anyOf": [{"type": "string"}, {"type": "object"}], PLUGIN_REF_KEY: kind}
+    return typing.Annotated[Any, BeforeValidator(resolve), WithJsonSchema(schema)]
 
 
 def parameter_hints(cls: type) -> dict[str, Any]:

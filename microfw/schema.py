@@ -8,46 +8,30 @@ which nested references such as ``init`` point to.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-
 from microfw.interfaces import INTERFACES
-from microfw.params import parameter_hints, params_model
+from microfw.params import PLUGIN_REF_KEY, parameter_hints, params_model
 from microfw.registry import Entry, Registry, current_registry
 from microfw.spec import DEFAULT_OPTIMIZER, PLUGIN_FIELDS, SpecSettings
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-_PLUGIN_REF = re.compile(r"#/\$defs/[a-z]+_ref")
-_PLACEHOLDER = "x-microfw-ref"
 
 
-class _Generator(GenerateJsonSchema):
-    """Pydantic's generator, hiding the ``#/$defs/<kind>_ref`` references of plugin params.
-
-    Pydantic resolves every ``$ref`` against its own definitions and fails on these, which only
-    :func:`json_schema` defines; they travel under a placeholder key and are put back after.
-    """
-
-    def generate_inner(self, schema: Any) -> JsonSchemaValue:
-        out = super().generate_inner(schema)
-        if isinstance(out, dict) and _PLUGIN_REF.fullmatch(str(out.get("$ref", ""))):
-            out = {(_PLACEHOLDER if k == "$ref" else k): v for k, v in out.items()}
-        return out
-
-
-def _restore_refs(value: Any) -> Any:
+def _link_refs(value: Any) -> Any:
+    """Replace the schema of every plugin-reference parameter by ``$ref`` to its kind's list."""
     if isinstance(value, dict):
-        return {("$ref" if k == _PLACEHOLDER else k): _restore_refs(v) for k, v in value.items()}
+        if PLUGIN_REF_KEY in value:
+            kept = {k: v for k, v in value.items() if k not in (PLUGIN_REF_KEY, "anyOf")}
+            return {**kept, "$ref": f"#/$defs/{value[PLUGIN_REF_KEY]}_ref"}
+        return {k: _link_refs(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_restore_refs(v) for v in value]
+        return [_link_refs(v) for v in value]
     return value
 
 
 def _model_schema(model: Any, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=ref_template, schema_generator=_Generator)
-    return _restore_refs(schema)
+    return _link_refs(model.model_json_schema(ref_template=ref_template))
 
 
 def json_schema(registry: Registry | None = None) -> dict[str, Any]:
