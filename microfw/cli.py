@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="CSV with a header row, or .npz with arrays X and y",
         )
         p.add_argument(
-            "--target", metavar="COLUMN", help=f"the CSV column holding the labels ({need})"
+            "--target",
+            metavar="COLUMN",
+            help=f"the CSV column holding the labels ({need}); for .npz an array other than y",
         )
 
     p = sub.add_parser("fit", help="train a model from a spec and save it")

@@ -3,8 +3,8 @@
 * **CSV**: a header row, then one numeric row per example. ``target`` names the column that
   holds the labels; every other column is a feature, in file order.
 * **npz**: arrays ``X`` ``(n_samples, n_features)`` and ``y`` ``(n_samples,)`` or
-  ``(n_samples, n_outputs)``, read with ``allow_pickle=False``. ``y`` may be absent for
-  prediction.
+  ``(n_samples, n_outputs)``, read with ``allow_pickle=False``; ``target`` names another
+  array for the targets instead of ``y``. The targets may be absent for prediction.
 
 :func:`targets_for` shapes labels for a model: a single label column given to a model with
 ``k > 1`` outputs must hold the integer class labels ``0 .. k-1`` and is one-hot encoded
@@ -46,7 +46,7 @@ def load_data(path: str | Path, target: str | None = None, *, need_target: bool 
 
     Args:
         path: the file; ``.npz`` is read as arrays, anything else as CSV.
-        target: the CSV column holding the labels (ignored for ``.npz``).
+        target: the CSV column holding the labels; for ``.npz``, the array (default ``y``).
         need_target: if true, a file without targets is an error.
 
     Raises:
@@ -56,7 +56,7 @@ def load_data(path: str | Path, target: str | None = None, *, need_target: bool 
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
     if path.suffix == ".npz":
-        data = _load_npz(path, need_target)
+        data = _load_npz(path, target, need_target)
     else:
         data = _load_csv(path, target, need_target)
     _check_finite(data.X, path, "X")
@@ -65,7 +65,7 @@ def load_data(path: str | Path, target: str | None = None, *, need_target: bool 
     return data
 
 
-def _load_npz(path: Path, need_target: bool) -> Dataset:
+def _load_npz(path: Path, target: str | None, need_target: bool) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -73,9 +73,11 @@ def _load_npz(path: Path, need_target: bool) -> Dataset:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if "X" not in arrays:
         raise DataError(f"{path}: no array 'X' (arrays: {', '.join(arrays) or 'none'})")
-    X, y = arrays["X"], arrays.get("y")
-    if need_target and y is None:
-        raise DataError(f"{path}: no array 'y' with the targets (arrays: {', '.join(arrays)})")
+    X, y = arrays["X"], arrays.get(target or "y")
+    if y is None and (need_target or target is not None):
+        raise DataError(
+            f"{path}: no array {target or 'y'!r} with the targets (arrays: {', '.join(arrays)})"
+        )
     X = _numeric(X, path, "X")
     if X.ndim != 2:
         raise DataError(f"{path}: X must be 2-D (n_samples, n_features), got shape {X.shape}")

@@ -41,6 +41,12 @@ def test_shipped_moons_csv_round_trips_floats_exactly() -> None:
     assert data.X[0, 0] == -0.8667570680636427  # repr() written, so read back bit for bit
 
 
+def test_npz_target_names_the_array(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", X=np.zeros((2, 3)), y=np.zeros(2), labels=np.ones(2))
+    np.testing.assert_array_equal(load_data(tmp_path / "d.npz", "labels").y, [1, 1])
+    np.testing.assert_array_equal(load_data(tmp_path / "d.npz").y, [0, 0])
+
+
 def test_npz_with_X_and_integer_labels() -> None:
     data = load_data(EXAMPLES / "digits" / "test.npz")
     assert data.X.shape == (360, 64)
@@ -88,6 +94,8 @@ def test_npz_problems(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no array 'y'"):
         load_data(tmp_path / "noy.npz")
     assert load_data(tmp_path / "noy.npz", need_target=False).y is None
+    with pytest.raises(DataError, match=r"no array 'labels' with the targets \(arrays: X\)"):
+        load_data(tmp_path / "noy.npz", "labels", need_target=False)
     np.savez(tmp_path / "obj.npz", X=np.array([{"a": 1}, None], dtype=object), y=np.zeros(2))
     with pytest.raises(DataError, match=r"obj\.npz"):
         load_data(tmp_path / "obj.npz")  # object arrays would need pickle: refused
