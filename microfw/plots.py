@@ -22,6 +22,8 @@ class PlotError(MicrofwError):
 
 
 class Predictor(Protocol):
+    """Anything with ``predict(X) -> (n_samples, n_outputs)``, such as a ``Sequential``."""
+
     def predict(self, X: Array) -> Array: ...
 
 
