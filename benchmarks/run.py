@@ -1,0 +1,190 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only xor,moons,mnist]``.
+
+Every contestant trains the same network on the same data, timed in rounds that interleave
+the contestants in one process (so a busy machine slows them all alike); each row reports the
+median time per epoch over the rounds and its ratio to the baselines. BLAS runs on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import microfw as mf
+from benchmarks import handwritten, peers, workloads
+from benchmarks.workloads import Workload
+
+Epoch = Callable[[], Any]
+
+
+@dataclass
+class Contestant:
+    """A named way to train a workload: ``run(k)`` trains ``k`` epochs."""
+
+    name: str
+    run: Callable[[int], Any]
+
+
+def contestants(wl: Workload) -> list[Contestant]:
+    """microfw, the hand-written baselines and the peers that are installed, for ``wl``."""
+    model = mf.build(wl.spec())
+    X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
+    out = [Contestant("microfw", lambda k: model.fit(X, Y, epochs=k))]
+    out.append(_loop("numpy lean", handwritten.LeanLoop(wl.net, X, Y, wl.dtype, wl.batch_size)))
+    if wl.batch_size is None:
+        out.append(_loop("numpy seeds", handwritten.SeedsLoop(wl.net, X, Y, wl.dtype)))
+        out.append(_loop("GEMM floor", handwritten.GemmFloor(wl.net, X, Y, wl.dtype)))
+    else:
+        floor = handwritten.GemmFloorBatched(wl.net, X, Y, wl.dtype, wl.batch_size)
+        out.append(_loop("GEMM floor", floor))
+    if peers.available("torch"):
+        out.append(_loop("torch eager", peers.TorchEager(wl.net, X, Y, wl.dtype, wl.batch_size)))
+    if peers.available("sklearn") and wl.net.output == "sigmoid" and wl.net.loss == "bce":
+        out.append(_loop("sklearn MLP", peers.SklearnMLP(wl.net, X, Y, wl.dtype, wl.batch_size)))
+    return out
+
+
+def _loop(name: str, trainer: Any) -> Contestant:
+    def run(k: int) -> None:
+        for _ in range(k):
+            trainer.epoch()
+
+    return Contestant(name, run)
+
+
+def measure(wl: Workload, rounds: int) -> dict[str, float]:
+    """Median seconds per epoch of every contestant, rounds interleaved."""
+    entrants = contestants(wl)
+    for c in entrants:  # warm-up: buffers, caches, lazy state
+        c.run(1)
+    times: dict[str, list[float]] = {c.name: [] for c in entrants}
+    for _ in range(rounds):
+        for c in entrants:
+            start = time.perf_counter()
+            c.run(wl.epochs)
+            times[c.name].append((time.perf_counter() - start) / wl.epochs)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def memory(wl: Workload, epochs: int = 5) -> tuple[float, float, float]:
+    """microfw's peak traced memory, its growth per epoch (bytes) and the reference size.
+
+    The reference is parameters + one batch of activations and gradients (see the README).
+    """
+    model = mf.build(wl.spec())
+    X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
+    model.fit(X, Y, epochs=1)
+    current: list[int] = []
+
+    class Probe(mf.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+            current.append(tracemalloc.get_traced_memory()[0])
+
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    model.fit(X, Y, epochs=epochs, callbacks=[Probe()])
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    growth = (current[-1] - current[1]) / (len(current) - 2)
+    rows = wl.batch_size or X.shape[0]
+    item = np.dtype(wl.dtype).itemsize
+    params = sum(p.size for p in model.parameters()) * item
+    widths = wl.net.widths
+    activations = 2 * rows * sum(widths) * item  # outputs and their gradients
+    return peak, growth, float(params + activations)
+
+
+TARGETS: dict[str, list[tuple[str, str, float]]] = {
+    # (contestant, baseline, the ratio microfw / baseline must be at most this)
+    "xor": [("microfw", "numpy lean", 1.15), ("microfw", "torch eager", 1 / 3)],
+    "moons": [("microfw", "GEMM floor", 1.4), ("microfw", "torch eager", 1.0)],
+    "mnist1024": [("microfw", "GEMM floor", 1.25)],
+    "mnist128": [("microfw", "torch eager", 1 / 1.3)],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller MNIST")
+    parser.add_argument("--only", default="xor,moons,mnist", help="comma-separated workloads")
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else 7
+    only = set(args.only.split(","))
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(1)
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
+    for pool in threadpool_info():
+        print(
+            f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
+            f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}"
+        )
+    if peers.available("torch"):
+        import torch
+
+        print(f"torch {torch.__version__} (1 thread)")
+    else:
+        print("torch not installed: PyTorch rows skipped (pip install '.[bench]')")
+
+    selected: list[tuple[str, Workload]] = []
+    if "xor" in only:
+        selected.append(("xor", workloads.xor()))
+    if "moons" in only:
+        selected.append(("moons", workloads.moons()))
+    if "mnist" in only:
+        n = 12_000 if args.quick else 60_000
+        for bs in (32, 128, 1024):
+            selected.append((f"mnist{bs}", workloads.mnist_shaped(bs, n=n)))
+
+    failures = 0
+    for key, wl in selected:
+        medians = measure(wl, rounds)
+        print(f"\n{wl.name} ({np.dtype(wl.dtype).name}, batch {wl.batch_size or 'full'})")
+        print(f"  {'contestant':<14}{'per epoch':>12}{'vs microfw':>12}")
+        for name, t in medians.items():
+            print(f"  {name:<14}{_fmt(t):>12}{t / medians['microfw']:>11.2f}x")
+        for a, b, limit in TARGETS.get(key, []):
+            if b not in medians:
+                print(f"  target {a}/{b} <= {limit:.2f}: skipped ({b} not available)")
+                continue
+            ratio = medians[a] / medians[b]
+            ok = ratio <= limit
+            failures += not ok
+            print(f"  target {a}/{b} <= {limit:.2f}: {ratio:.2f} {'met' if ok else 'MISSED'}")
+        peak, growth, reference = memory(wl)
+        # Python's own bookkeeping (history entries, small objects) dwarfs arrays of a few
+        # bytes, so the peak target applies from 1 MB of arrays; growth applies everywhere
+        # (the history's own entries are a few dozen bytes per epoch).
+        peak_ok = peak <= 2 * reference or reference < 1e6
+        ok = growth <= 1024 and peak_ok
+        failures += not ok
+        print(
+            f"  memory: peak {peak / 1e6:.2f} MB (reference {reference / 1e6:.2f} MB, "
+            f"ratio {peak / reference:.2f}{'' if reference >= 1e6 else ', not applied'}), "
+            f"growth {growth:+.0f} B/epoch {'met' if ok else 'MISSED'}"
+        )
+    print(f"\n{'all targets met' if not failures else f'{failures} target(s) missed'}")
+    return 1 if failures else 0
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
