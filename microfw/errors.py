@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +33,25 @@ class Problem:
     has_value: bool = False
 
     def __str__(self) -> str:
-        where = self.path or "<root>"
-        got = f" (got {_short(self.value)})" if self.has_value else ""
+        where = _cut(self.path, 200) or "<root>"
+        got = f" (got {short_repr(self.value)})" if self.has_value else ""
         return f"{where}: {self.message}{got}"
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+_SHALLOW = reprlib.Repr()
+_SHALLOW.maxlevel = 3
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters; nesting too deep to print shows as ``...``."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a deeply nested spec value must not hide the problem it has
+        text = _SHALLOW.repr(value)
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

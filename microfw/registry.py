@@ -35,8 +35,10 @@ from microfw.errors import (
     PluginNotFoundError,
     Problem,
     SpecError,
+    short_repr,
 )
 from microfw.interfaces import INTERFACES, Plugin
+from microfw.params import parameter_hints
 
 ENTRY_POINT_GROUP = "microfw"
 DISABLE_AUTOLOAD_ENV = "MICROFW_DISABLE_PLUGIN_AUTOLOAD"
@@ -261,8 +263,21 @@ class Registry:
             message = unknown_name_message(kind, name, self.names(kind))
             raise SpecError([Problem(type_path, message)])
         cls = self.get(kind, name)
+        # Keys outside the schema never reach the constructor: a non-string key or one such
+        # as "self" would fail there as a TypeError instead of a listed problem.
+        declared = parameter_hints(cls)
+        unknown = [k for k in params if not (isinstance(k, str) and k in declared)]
+        problems = [
+            Problem(_key_path(k), "unknown parameter", params.pop(k), True) for k in unknown
+        ]
         with using(self):
-            return cls(**params)
+            try:
+                plugin = cls(**params)
+            except SpecError as exc:
+                raise SpecError([*exc.problems, *problems]) from None
+        if problems:
+            raise SpecError(problems)
+        return plugin
 
 
 class _InProcessPlugin:
@@ -289,9 +304,12 @@ def kind_of(cls: type) -> str:
 
 def unknown_name_message(kind: str, name: object, available: list[str]) -> str:
     """``unknown activation 'rleu'; did you mean 'relu'? available: ...``."""
-    close = difflib.get_close_matches(str(name), available, n=1, cutoff=0.6)
+    shown = short_repr(name)
+    key = name if isinstance(name, str) else shown
+    # Names are short: a long string cannot be a typo of one (and difflib is quadratic).
+    close = difflib.get_close_matches(key, available, n=1, cutoff=0.6) if len(key) < 100 else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (available: {', '.join(available) or 'none'})"
+    return f"unknown {kind} {shown}{hint} (available: {', '.join(available) or 'none'})"
 
 
 def _invalid_class(cls: object, interface: type) -> str | None:
@@ -304,6 +322,10 @@ def _invalid_class(cls: object, interface: type) -> str | None:
         missing = ", ".join(sorted(cls.__abstractmethods__))
         return f"{_qualname(cls)} is abstract: implement {missing}"
     return None
+
+
+def _key_path(key: object) -> str:
+    return key if isinstance(key, str) else f"[{short_repr(key)}]"
 
 
 def _check_kind(kind: str) -> str:

@@ -25,6 +25,10 @@ from microfw.params import parameter_hints, problems_from_pydantic
 from microfw.registry import Registry, current_registry, unknown_name_message
 
 SPEC_VERSION = 1
+MAX_PARAMETERS = 10_000_000
+"""The most parameters a spec may ask for (80 MB of float64 weights), checked before any array
+is made. The count is an upper bound from the widths: ``n_in * n_out + n_out`` for every layer
+except element-wise activations (exact for ``linear``)."""
 PLUGIN_FIELDS = ("layers", "loss", "optimizer")
 DEFAULT_OPTIMIZER = "sgd"
 
@@ -174,17 +178,26 @@ def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:
         return source.to_dict(), None
     if isinstance(source, Mapping):
         return dict(source), None
+    if source is None or isinstance(source, bool | int | float | list | tuple):
+        raise SpecError([Problem("", "expected a JSON object", source, True)])
     if isinstance(source, str) and source.lstrip().startswith("{"):
         text, origin = source, None
     elif isinstance(source, str | os.PathLike):
         origin = os.fspath(source)
-        text = Path(origin).read_text(encoding="utf-8")
+        try:
+            text = Path(origin).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            message = f"not UTF-8 text: byte {exc.start} cannot be decoded"
+            raise SpecError([Problem("", message)], source=origin) from None
     else:
         raise TypeError(f"a spec is a path, JSON text or a dict, not {type(source).__name__}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        raise SpecError([Problem("", message)], source=origin) from None
+    except RecursionError:
+        message = "not a spec: JSON nested too deeply to read"
         raise SpecError([Problem("", message)], source=origin) from None
     if not isinstance(data, dict):
         raise SpecError([Problem("", "expected a JSON object", data, True)], source=origin)
@@ -294,6 +307,7 @@ def _check_widths(
     input_dim: int, layers: list[tuple[str, Layer]], loss: Loss | None, problems: list[Problem]
 ) -> None:
     width = input_dim
+    parameters = 0
     for path, layer in layers:
         try:
             out = layer.output_dim(width)
@@ -304,6 +318,16 @@ def _check_widths(
             message = f"output width must be a positive integer for input width {width}"
             problems.append(Problem(path, message, out, True))
             return
+        if not isinstance(layer, ActivationLayer):
+            parameters += width * out + out
+            if parameters > MAX_PARAMETERS:
+                message = (
+                    f"the model would have about {parameters:.3g} parameters up to here "
+                    f"(input width {width}, output width {out}); the limit is "
+                    f"{MAX_PARAMETERS:,} (microfw.spec.MAX_PARAMETERS)"
+                )
+                problems.append(Problem(path, message))
+                return
         width = out
     if loss is not None:
         try:
