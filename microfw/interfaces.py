@@ -91,7 +91,15 @@ class Layer(Plugin, abc.ABC):
     gradient of the current batch to the arrays :meth:`gradients` returns, so nobody needs to
     zero them. :meth:`parameters` and :meth:`gradients` return lists in the same, stable order;
     optimizers update the parameter arrays in place, so a layer must not rebind them.
+
+    Arrays returned by a training-mode :meth:`forward` or by :meth:`backward` may be work
+    buffers the layer reuses on its next call with the same batch size (callers consume them
+    before that); an inference-mode forward (``training=False``) returns a fresh array.
     """
+
+    needs_input_grad = True
+    """Set to false by the model on its first layer: nobody reads that layer's ``dL/dx``, so
+    :meth:`backward` may skip computing it (and return any array, e.g. ``dy``)."""
 
     def output_dim(self, n_in: int) -> int:
         """The output width for input width ``n_in``; raise ``ValueError`` if ``n_in`` is unfit.
@@ -146,6 +154,17 @@ class Activation(Plugin, abc.ABC):
     def derivative(self, x: Array, y: Array) -> Array:
         """``f'(x)`` element-wise, given ``x`` and ``y = f(x)`` (so sigmoid can use ``y(1-y)``)."""
 
+    # Optional fast paths. The defaults call the two methods above; an activation may override
+    # them to work in the caller's buffers. The contract checks compare them with the above.
+
+    def forward_into(self, x: Array, out: Array) -> None:
+        """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``, never ``x`` itself)."""
+        np.copyto(out, self.forward(x))
+
+    def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
+        """Write ``dy * f'(x)`` into ``out``; ``out`` is none of ``x``, ``y``, ``dy``."""
+        np.multiply(dy, self.derivative(x, y), out=out)
+
 
 @_interface("loss")
 class Loss(Plugin, abc.ABC):
@@ -163,6 +182,14 @@ class Loss(Plugin, abc.ABC):
     @abc.abstractmethod
     def grad(self, y_pred: Array, y_true: Array) -> Array:
         """``d value / d y_pred``, shape and dtype of ``y_pred``."""
+
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
+        """``(value, grad)`` in one call; override to share work between the two.
+
+        The fit loop calls this once per batch. The gradient array may be a work buffer the
+        loss reuses on its next call.
+        """
+        return self.value(y_pred, y_true), self.grad(y_pred, y_true)
 
     def check_output_dim(self, n_outputs: int) -> None:
         """Raise ``ValueError`` if a model with ``n_outputs`` outputs cannot use this loss."""

@@ -109,6 +109,7 @@ class Sequential:
         self._params: list[Array] = [p for layer in self.layers for p in layer.parameters()]
         self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
         self._reversed = self.layers[::-1]
+        self.layers[0].needs_input_grad = False  # nobody reads dL/dX
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -143,9 +144,7 @@ class Sequential:
         out = X
         for layer in self.layers:
             out = layer.forward(out, True)
-        loss = self.loss
-        value = loss.value(out, y)
-        dy = loss.grad(out, y)
+        value, dy = self.loss.value_and_grad(out, y)
         for layer in self._reversed:
             dy = layer.backward(dy)
         return value, out

@@ -19,10 +19,10 @@ parameter declares ``example_params`` so that the checks can build it.
 The checks each kind gets:
 
 =============  ==========================================================================
-layer          check_schema, check_shapes_and_dtypes, check_layer_gradient
+layer          check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths
 activation     check_schema, check_shapes_and_dtypes, check_elementwise,
-               check_activation_gradient
-loss           check_schema, check_shapes_and_dtypes, check_loss_gradient
+               check_activation_gradient, check_fast_paths
+loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check_fast_paths
 initializer    check_schema, check_initializer
 optimizer      check_schema, check_optimizer
 schedule       check_schema, check_schedule
@@ -423,6 +423,94 @@ def _run_in(make: Callable[[], Any], dtype: np.dtype[Any]) -> dict[str, Array]:
     return out
 
 
+# -- optional fast paths ----------------------------------------------------------------------
+
+
+def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> None:
+    """The optional fast paths agree with the plain contract, in float64 and float32.
+
+    Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
+    ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
+    ``value_and_grad`` returns ``(value, grad)``. Layer: an inference-mode forward equals a
+    training-mode one, and with ``needs_input_grad`` false the parameter gradients are the
+    same. Agreement is to 1e-12 relative in float64 and 1e-5 in float32.
+    """
+    with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
+        for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+            rng = np.random.default_rng(SEED)
+            obj = make()
+            if isinstance(obj, Activation):
+                _activation_fast_paths(obj, rng, np.dtype(dtype), rtol)
+            elif isinstance(obj, Loss):
+                y_pred, y_true = (a.astype(dtype) for a in _loss_points(obj, rng))
+                value, grad = obj.value_and_grad(y_pred, y_true)
+                _expect_same(
+                    f"value_and_grad()[0] ({dtype.__name__})",
+                    value,
+                    obj.value(y_pred, y_true),
+                    rtol,
+                )
+                _expect_same(
+                    f"value_and_grad()[1] ({dtype.__name__})", grad, obj.grad(y_pred, y_true), rtol
+                )
+            else:
+                _layer_fast_paths(obj, make(), rng, np.dtype(dtype), rtol)
+
+
+def _activation_fast_paths(
+    act: Activation, rng: np.random.Generator, dtype: np.dtype[Any], rtol: float
+) -> None:
+    x = _activation_points(rng).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y = act.forward(x)
+    inputs = [a.copy() for a in (x, y, dy)]
+    out = np.full_like(x, np.nan)
+    act.forward_into(x, out)
+    _expect_same(f"forward_into ({dtype})", out, y, rtol)
+    expected = dy * act.derivative(x, y)
+    out = np.full_like(x, np.nan)
+    act.backward_into(x, y, dy, out)
+    for name, before, after in zip(("x", "y", "dy"), inputs, (x, y, dy), strict=True):
+        if not np.array_equal(before, after):
+            raise AssertionError(f"the fast paths changed their input {name}")
+    _expect_same(f"backward_into ({dtype})", out, expected, rtol)
+
+
+def _layer_fast_paths(
+    layer: Layer, twin: Layer, rng: np.random.Generator, dtype: np.dtype[Any], rtol: float
+) -> None:
+    n_in = 4
+    n_out = layer.output_dim(n_in)
+    layer.build(n_in, np.random.default_rng(SEED), dtype)
+    twin.build(n_in, np.random.default_rng(SEED), dtype)
+    twin.needs_input_grad = False
+    for p, q in zip(layer.parameters(), twin.parameters(), strict=True):
+        noise = rng.standard_normal(np.shape(p))  # so that zero-initialised biases count too
+        p += noise.astype(p.dtype)
+        q += noise.astype(q.dtype)
+    x = rng.standard_normal((5, n_in)).astype(dtype)
+    dy = rng.standard_normal((5, n_out)).astype(dtype)
+    inference = np.array(layer.forward(x, training=False))
+    _expect_same(
+        f"forward(training=True) ({dtype})", layer.forward(x, training=True), inference, rtol
+    )
+    layer.backward(dy.copy())
+    twin.forward(x, training=True)
+    twin.backward(dy.copy())
+    for i, (g, g_twin) in enumerate(zip(layer.gradients(), twin.gradients(), strict=True)):
+        _expect_same(f"gradient {i} with needs_input_grad=False ({dtype})", g_twin, g, rtol)
+
+
+def _expect_same(what: str, actual: Any, expected: Any, rtol: float) -> None:
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"{what} has shape {a.shape}, expected {e.shape}")
+    scale = max(float(np.max(np.abs(e), initial=0.0)), 1e-300)
+    err = float(np.max(np.abs(a - e), initial=0.0)) / scale
+    if not err <= rtol:  # also catches NaN
+        raise AssertionError(f"{what} differs from the plain method by {err:.3g} (relative)")
+
+
 # -- initializers, optimizers, schedules ------------------------------------------------------
 
 
@@ -630,14 +718,15 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
 
 
 _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
-    Layer: (check_schema, check_shapes_and_dtypes, check_layer_gradient),
+    Layer: (check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths),
     Activation: (
         check_schema,
         check_shapes_and_dtypes,
         check_elementwise,
         check_activation_gradient,
+        check_fast_paths,
     ),
-    Loss: (check_schema, check_shapes_and_dtypes, check_loss_gradient),
+    Loss: (check_schema, check_shapes_and_dtypes, check_loss_gradient, check_fast_paths),
     Initializer: (check_schema, check_initializer),
     Optimizer: (check_schema, check_optimizer),
     Schedule: (check_schema, check_schedule),

@@ -26,6 +26,8 @@ class Linear(Layer):
         return self.units
 
     def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
+        self._out: dict[int, Array] = {}
+        self._dx: dict[int, Array] = {}
         self.W = np.asarray(self.init((n_in, self.units), rng), dtype=dtype)
         self.dW = np.zeros_like(self.W)
         self._params = [self.W]
@@ -43,9 +45,12 @@ class Linear(Layer):
         return self._grads
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        if training:
+        if not training:
+            y = x @ self.W
+        else:
             self._x = x
-        y = x @ self.W
+            y = self._buffer(self._out, x.shape[0], self.units)
+            np.matmul(x, self.W, out=y)
         if self.use_bias:
             y += self.b
         return y
@@ -53,8 +58,21 @@ class Linear(Layer):
     def backward(self, dy: Array) -> Array:
         np.matmul(self._x.T, dy, out=self.dW)
         if self.use_bias:
-            np.sum(dy, axis=0, out=self.db)
-        return dy @ self.W.T
+            np.add.reduce(dy, axis=0, out=self.db)
+        if not self.needs_input_grad:
+            return dy
+        dx = self._buffer(self._dx, dy.shape[0], self.W.shape[0])
+        np.matmul(dy, self.W.T, out=dx)
+        return dx
+
+    def _buffer(self, cache: dict[int, Array], rows: int, cols: int) -> Array:
+        """A work array of ``(rows, cols)`` reused across batches of the same size."""
+        a = cache.get(rows)
+        if a is None:
+            if len(cache) > 4:  # a few batch sizes at most; drop stale ones
+                cache.clear()
+            a = cache[rows] = np.empty((rows, cols), dtype=self.W.dtype)
+        return a
 
 
 class Softmax(Layer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Annotated
 
 import numpy as np
@@ -15,22 +16,33 @@ from .activations import sigmoid
 Eps = Annotated[float, Field(gt=0, lt=0.5)]
 
 
-class SquaredError(Loss):
+class _ValueAndGrad(Loss):
+    """A loss written as one ``value_and_grad``, which shares work between the two."""
+
+    def value(self, y_pred: Array, y_true: Array) -> float:
+        return self.value_and_grad(y_pred, y_true)[0]
+
+    def grad(self, y_pred: Array, y_true: Array) -> Array:
+        return self.value_and_grad(y_pred, y_true)[1]
+
+    @abc.abstractmethod
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]: ...
+
+
+class SquaredError(_ValueAndGrad):
     """L = 1/(2m) * sum((y_pred - y_true)^2) over samples and outputs (the seeds' cost)."""
 
     name = "squared_error"
 
-    def value(self, y_pred: Array, y_true: Array) -> float:
-        d = y_pred - y_true
-        return float(np.vdot(d, d)) / (2 * y_pred.shape[0])
-
-    def grad(self, y_pred: Array, y_true: Array) -> Array:
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
+        m = y_pred.shape[0]
         g = np.subtract(y_pred, y_true, dtype=y_pred.dtype)
-        g /= y_pred.shape[0]
-        return g
+        value = float(np.vdot(g, g)) / (2 * m)
+        g /= m
+        return value, g
 
 
-class BinaryCrossentropy(Loss):
+class BinaryCrossentropy(_ValueAndGrad):
     """L = -mean(y log p + (1-y) log(1-p)) over samples and outputs, p clipped to [eps, 1-eps].
 
     With ``from_logits`` the predictions are logits z and the stable form
@@ -44,26 +56,22 @@ class BinaryCrossentropy(Loss):
     eps: Eps = 1e-7
     from_logits: bool = False
 
-    def value(self, y_pred: Array, y_true: Array) -> float:
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
+        n = y_pred.size
         if self.from_logits:
             z = y_pred
             terms = np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
-            return float(np.mean(terms))
-        p = np.clip(y_pred, self.eps, 1 - self.eps)
-        return -float(np.mean(y_true * np.log(p) + (1 - y_true) * np.log1p(-p)))
-
-    def grad(self, y_pred: Array, y_true: Array) -> Array:
-        if self.from_logits:
-            g = sigmoid(y_pred)
+            g = sigmoid(z)
             g -= y_true
-            g /= y_pred.size
-            return g
+            g /= n
+            return float(np.sum(terms)) / n, g
         p = np.clip(y_pred, self.eps, 1 - self.eps)
+        value = -float(np.vdot(y_true, np.log(p)) + np.vdot(1 - y_true, np.log1p(-p))) / n
         g = np.subtract(p, y_true, dtype=p.dtype)
         p *= 1 - p
-        p *= y_pred.size
+        p *= n
         g /= p
-        return g
+        return value, g
 
     def check_targets(self, y_true: Array) -> None:
         _check_in_range(self.name, y_true, 0.0, 1.0)
@@ -72,7 +80,7 @@ class BinaryCrossentropy(Loss):
         return 0.0 if self.from_logits else 0.5
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_ValueAndGrad):
     """L = -1/m * sum(y log p) over samples and classes, p clipped to [eps, 1-eps].
 
     Targets are one-hot rows or class probabilities. The gradient -y / (p m) uses the clipped p.
@@ -82,14 +90,12 @@ class CategoricalCrossentropy(Loss):
 
     eps: Eps = 1e-7
 
-    def value(self, y_pred: Array, y_true: Array) -> float:
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
+        m = y_pred.shape[0]
         p = np.clip(y_pred, self.eps, 1 - self.eps)
-        return -float(np.vdot(y_true, np.log(p))) / y_pred.shape[0]
-
-    def grad(self, y_pred: Array, y_true: Array) -> Array:
-        p = np.clip(y_pred, self.eps, 1 - self.eps)
-        p *= -y_pred.shape[0]
-        return np.divide(y_true, p, dtype=p.dtype)
+        value = -float(np.vdot(y_true, np.log(p))) / m
+        p *= -m
+        return value, np.divide(y_true, p, dtype=p.dtype)
 
     def check_output_dim(self, n_outputs: int) -> None:
         if n_outputs < 2:

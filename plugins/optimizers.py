@@ -21,17 +21,22 @@ class SGD(Optimizer):
     nesterov: bool = False
 
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
-        if self.momentum == 0:
-            for p, g in zip(params, grads, strict=True):
-                p -= lr * g
+        if not hasattr(self, "_scratch"):  # state created on the first step, in parameter order
+            self._scratch = [np.empty_like(p) for p in params]
+            self._velocity = [np.zeros_like(p) for p in params] if self.momentum else []
+        if not self.momentum:
+            for p, g, s in zip(params, grads, self._scratch, strict=True):
+                np.multiply(g, lr, out=s)
+                p -= s
             return
-        if not hasattr(self, "_velocity"):  # created on the first step, in parameter order
-            self._velocity = [np.zeros_like(p) for p in params]
-        for p, g, v in zip(params, grads, self._velocity, strict=True):
+        for p, g, v, s in zip(params, grads, self._velocity, self._scratch, strict=True):
+            np.multiply(g, lr, out=s)
             v *= self.momentum
-            v -= lr * g
-            if self.nesterov:
-                p += self.momentum * v - lr * g
+            v -= s
+            if self.nesterov:  # p += momentum v - lr g
+                p -= s
+                np.multiply(v, self.momentum, out=s)
+                p += s
             else:
                 p += v
 

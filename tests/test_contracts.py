@@ -8,14 +8,20 @@ from microfw import testing
 from microfw.interfaces import INTERFACES
 
 EXPECTED_CHECKS = {
-    "layer": {"check_schema", "check_shapes_and_dtypes", "check_layer_gradient"},
+    "layer": {
+        "check_schema",
+        "check_shapes_and_dtypes",
+        "check_layer_gradient",
+        "check_fast_paths",
+    },
     "activation": {
         "check_schema",
         "check_shapes_and_dtypes",
         "check_elementwise",
         "check_activation_gradient",
+        "check_fast_paths",
     },
-    "loss": {"check_schema", "check_shapes_and_dtypes", "check_loss_gradient"},
+    "loss": {"check_schema", "check_shapes_and_dtypes", "check_loss_gradient", "check_fast_paths"},
     "initializer": {"check_schema", "check_initializer"},
     "optimizer": {"check_schema", "check_optimizer"},
     "schedule": {"check_schema", "check_schedule"},
