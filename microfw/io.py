@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microfw.errors import MicrofwError
+from microfw import spec as spec_module
+from microfw.errors import MicrofwError, SpecError
+from microfw.interfaces import INTERFACES
 from microfw.registry import Registry, current_registry
-from microfw.spec import load_spec, plugins_of
+from microfw.spec import plugins_of
 
 if TYPE_CHECKING:
     from microfw.model import Sequential
@@ -76,29 +78,69 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequential:
     """Read a model written by :func:`save`; it predicts bit-identically to the saved one.
 
-    Checks, in order: the container and format version, that every plugin it needs is
-    registered (naming the package that provided it), the spec, and the weights' names,
-    shapes and dtypes, raising :class:`ModelFileError` (or :class:`~microfw.SpecError`).
+    Checks, in order: the container (a readable zip holding the three members, none larger
+    than a model within :data:`~microfw.spec.MAX_PARAMETERS` needs), the format version, that
+    every plugin it needs is registered (naming the package that provided it), the spec, and
+    the weights' names, shapes, dtypes and finiteness. Any problem raises
+    :class:`ModelFileError` (or :class:`~microfw.SpecError` for the spec); nothing is
+    unpickled and no model is returned.
     """
     from microfw.model import build
 
     registry = registry or current_registry()
+    members = _read_members(path)
+    meta = _json_member(path, META, members[META])
+    _check_meta(path, meta, registry)
+    spec = _json_member(path, SPEC, members[SPEC])
+    if not isinstance(spec, dict):
+        raise ModelFileError(f"{path}: {SPEC} is not a JSON object")
+    arrays = _read_weights(path, members[WEIGHTS])
+    try:
+        model = build(spec, registry)
+    except SpecError as exc:
+        raise SpecError(exc.problems, source=f"in {path}") from None
+    _check_weights(path, arrays, dict(zip(model.weight_names(), model.parameters(), strict=True)))
+    model.set_weights([arrays[name] for name in model.weight_names()])
+    return model
+
+
+def _member_limits() -> dict[str, int]:
+    """The largest size (bytes, uncompressed) of each member, so a hostile file cannot make
+    loading decompress gigabytes: float64 weights of MAX_PARAMETERS, plus headers."""
+    return {META: 2**20, SPEC: 2**24, WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20}
+
+
+def _read_members(path: Any) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(path) as archive:
             missing = {META, SPEC, WEIGHTS} - set(archive.namelist())
             if missing:
                 raise ModelFileError(f"{path}: not a microfw model, lacks {sorted(missing)}")
-            meta = json.loads(archive.read(META))
-            _check_meta(path, meta, registry)
-            spec = load_spec(archive.read(SPEC).decode("utf-8"), registry)
-            raw = archive.read(WEIGHTS)
-    except zipfile.BadZipFile as exc:
-        raise ModelFileError(f"{path}: not a microfw model file ({exc})") from None
-    arrays = _read_weights(path, raw)
-    model = build(spec, registry)
-    _check_weights(path, arrays, dict(zip(model.weight_names(), model.parameters(), strict=True)))
-    model.set_weights([arrays[name] for name in model.weight_names()])
-    return model
+            for name, limit in _member_limits().items():
+                size = archive.getinfo(name).file_size
+                if size > limit:
+                    raise ModelFileError(
+                        f"{path}: {name} would unpack to {size:,} bytes, more than a model "
+                        f"within the limits needs ({limit:,})"
+                    )
+            return {name: archive.read(name) for name in (META, SPEC, WEIGHTS)}
+    except ModelFileError:
+        raise
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    except Exception as exc:  # zipfile's many ways to fail on damaged bytes (zlib, struct...)
+        message = (
+            f"{path}: not a microfw model file, or a damaged one ({type(exc).__name__}: {exc})"
+        )
+        raise ModelFileError(message) from None
+
+
+def _json_member(path: Any, name: str, raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelFileError(f"{path}: {name} is not valid JSON ({reason})") from None
 
 
 def _plugin_record(registry: Registry, kind: str, name: str) -> dict[str, Any]:
@@ -119,9 +161,15 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
         raise ModelFileError(
             f"{path}: format version {version!r}; this microfw reads version {FORMAT_VERSION}"
         )
+    records = meta.get("plugins", [])
+    if not isinstance(records, list) or not all(map(_is_record, records)):
+        raise ModelFileError(
+            f"{path}: meta.json 'plugins' must list objects with string 'kind' (one of "
+            f"{', '.join(INTERFACES)}), 'name' and 'package'"
+        )
     missing = [
         f"{p['kind']} {p['name']!r} (from {_package(p)})"
-        for p in meta.get("plugins", [])
+        for p in records
         if not registry.has(p["kind"], p["name"])
     ]
     if missing:
@@ -131,19 +179,37 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
         )
 
 
+def _is_record(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and record.get("kind") in INTERFACES
+        and all(isinstance(record.get(key), str) for key in ("name", "package"))
+        and isinstance(record.get("version"), str | None)
+    )
+
+
 def _package(record: dict[str, Any]) -> str:
     version = record.get("version")
     return f"{record['package']} {version}" if version else str(record["package"])
 
 
 def _read_weights(path: Any, raw: bytes) -> dict[str, np.ndarray]:
+    # An .npz is a zip; anything else np.load would read as .npy or try to unpickle.
+    if not raw.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ModelFileError(f"{path}: weights.npz is not an .npz archive")
     arrays = {}
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        for name in npz.files:
-            try:
-                arrays[name] = npz[name]
-            except ValueError as exc:  # object arrays need pickle, which is refused
-                raise ModelFileError(f"{path}: weights.npz array {name!r}: {exc}") from None
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            for name in npz.files:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:  # object arrays need pickle, which is refused
+                    raise ModelFileError(f"{path}: weights.npz array {name!r}: {exc}") from None
+    except ModelFileError:
+        raise
+    except Exception as exc:  # damaged .npz: zipfile, zlib or the .npy header parser
+        message = f"{path}: weights.npz is damaged ({type(exc).__name__}: {exc})"
+        raise ModelFileError(message) from None
     return arrays
 
 
@@ -152,10 +218,14 @@ def _check_weights(path: Any, arrays: dict[str, np.ndarray], expected: dict[str,
     problems += [f"unexpected array {n!r}" for n in arrays if n not in expected]
     for name, param in expected.items():
         a = arrays.get(name)
-        if a is not None and (a.shape != param.shape or a.dtype != param.dtype):
+        if not isinstance(a, np.ndarray):  # np.load gives the bytes of a member not in .npy
+            problems += [] if a is None else [f"{name} is not an .npy array"]
+        elif a.shape != param.shape or a.dtype != param.dtype:
             problems.append(
                 f"{name} is {a.dtype}{list(a.shape)}, the spec needs {param.dtype}"
                 f"{list(param.shape)}"
             )
+        elif not np.isfinite(a).all():
+            problems.append(f"{name} holds NaN or infinite values")
     if problems:
         raise ModelFileError(f"{path}: weights do not match the spec: {'; '.join(problems)}")
