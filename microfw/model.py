@@ -281,7 +281,11 @@ def _python_int(value: Any) -> Any:
 
 
 def _finite(a: Array, name: str) -> Array:
-    if not np.isfinite(a).all():
+    # A finite sum proves every element finite in one pass without a temporary; only a
+    # non-finite sum (a NaN or inf, or an overflow) needs the element-wise look.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    if not np.isfinite(total) and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         where = tuple(int(i) for i in bad)
         raise ValueError(f"{name} contains non-finite values (first at index {where})")

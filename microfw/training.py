@@ -6,7 +6,7 @@ It knows only the interfaces: the model's layers, its loss and its optimizer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,8 @@ def fit(
     """Train ``model`` on ``X`` ``(n_samples, input_dim)`` and ``y`` ``(n_samples[, n_outputs])``.
 
     ``overrides`` replace fields of ``model.training`` (``epochs``, ``batch_size``,
-    ``shuffle``, ``validation_split``) for this call. Mini-batches are contiguous slices of a
-    copy of the data reshuffled every epoch from the model's shuffle stream; with one batch the
+    ``shuffle``, ``validation_split``) for this call. Mini-batches are consecutive rows of
+    an order reshuffled every epoch from the model's shuffle stream; with one batch the
     rows are not shuffled (only rounding would change). ``validation_split`` holds out a random
     fraction of the rows (the split stream); ``validation_data`` gives the held-out set
     directly. The optimizer steps once per batch and ends an epoch after each epoch, so its
@@ -84,27 +84,25 @@ def fit(
     for callback in callbacks:
         callback.set_model(model)
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
-    batches = data.views
-    history = History(params={**dict(config), "samples": n, "batches": len(batches)})
+    history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.parameters(), model.gradients()
     # The weights at the start of the epoch, to restore if a loss is not finite. With a single
     # batch no copy is needed: the failing batch is not applied, so they are still in place.
-    last_good = [np.empty_like(p) for p in params] if len(batches) > 1 else []
+    last_good = [np.empty_like(p) for p in params] if len(data) > 1 else []
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
 
     logs: Logs = {}
     for callback in callbacks:
-        callback.on_train_begin({"epochs": config.epochs, "batches": len(batches)})
+        callback.on_train_begin({"epochs": config.epochs, "batches": len(data)})
     for epoch in range(config.epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
         for keep, p in zip(last_good, params, strict=False):  # empty: nothing to keep
             np.copyto(keep, p)
-        data.reshuffle()
         total = 0.0
         correct = 0
-        for b, (xb, yb, tb) in enumerate(batches):
+        for b, (xb, yb, tb) in enumerate(data.epoch()):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
                 for keep, p in zip(last_good, params, strict=False):
@@ -138,11 +136,12 @@ def fit(
 
 
 class _Batches:
-    """The training rows as mini-batch views ``(x, y, accuracy targets)``.
+    """The training rows as mini-batches ``(x, y, accuracy targets)``, one epoch at a time.
 
-    With shuffling, the views look into buffers that :meth:`reshuffle` refills in place (one
-    gather per epoch), so they are made once. One batch holding every row is not shuffled:
-    only the rounding of sums would change.
+    Without shuffling (or with a single batch, where only the rounding of sums would change)
+    the batches are views of the data, made once. With shuffling, each batch is gathered in
+    the new row order into a buffer reused for every batch of that size: no copy of the
+    whole data set is made.
     """
 
     def __init__(
@@ -155,27 +154,37 @@ class _Batches:
         rng: np.random.Generator,
     ) -> None:
         n = X.shape[0]
-        size = min(batch_size or n, n)
-        starts = range(0, n, size)
+        self.size = min(batch_size or n, n)
+        self.starts = range(0, n, self.size)
         # Targets in the form accuracy compares with (booleans or labels), prepared once; an
         # empty column when accuracy does not apply.
         t = accuracy.targets(y) if accuracy is not None else y[:, :0]
         self.units = t.size
-        self.shuffle = shuffle and len(starts) > 1
+        self.shuffle = shuffle and len(self.starts) > 1
         self.sources = (X, y, t)
         self.rng = rng
-        self.buffers = (
-            tuple(np.empty_like(a) for a in self.sources) if self.shuffle else self.sources
-        )
-        Xs, ys, ts = self.buffers
-        self.views = [(Xs[i : i + size], ys[i : i + size], ts[i : i + size]) for i in starts]
+        self.views = [tuple(a[i : i + self.size] for a in self.sources) for i in self.starts]
+        self.buffers: dict[int, tuple[Array, ...]] = {}
 
-    def reshuffle(self) -> None:
-        """Draw a new row order (when shuffling)."""
-        if self.shuffle:
-            order = self.rng.permutation(self.sources[0].shape[0])
-            for source, buffer in zip(self.sources, self.buffers, strict=True):
-                np.take(source, order, axis=0, out=buffer)
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def epoch(self) -> Iterator[tuple[Array, ...]]:
+        """The batches of one epoch, in a new row order when shuffling."""
+        if not self.shuffle:
+            yield from self.views
+            return
+        n = self.sources[0].shape[0]
+        order = self.rng.permutation(n)
+        for start in self.starts:
+            rows = order[start : start + self.size]
+            buffers = self.buffers.get(rows.size)
+            if buffers is None:
+                buffers = tuple(np.empty((rows.size, *a.shape[1:]), a.dtype) for a in self.sources)
+                self.buffers[rows.size] = buffers
+            for source, buffer in zip(self.sources, buffers, strict=True):
+                np.take(source, rows, axis=0, out=buffer)
+            yield buffers
 
 
 def _holdout(
