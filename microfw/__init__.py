@@ -4,6 +4,7 @@ Importing microfw loads no plugin; the registry loads them on first lookup.
 """
 
 from microfw.activation_layer import ActivationLayer
+from microfw.buffers import WorkBuffer
 from microfw.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
 from microfw.errors import (
     DuplicatePluginError,
@@ -59,6 +60,7 @@ __all__ = [
     "SpecError",
     "TrainingError",
     "TrainingSpec",
+    "WorkBuffer",
     "__version__",
     "build",
     "default_registry",

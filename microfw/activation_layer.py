@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from microfw.buffers import WorkBuffer
 from microfw.interfaces import Activation, Array, Layer
 
 
@@ -14,14 +13,15 @@ class ActivationLayer(Layer):
 
     Not registered: a spec names the activation itself (``"sigmoid"``), and :attr:`name` and
     :meth:`get_params` are the activation's, so the layer writes back as the same spec entry.
-    In training it works in buffers kept per batch shape, through the activation's
+    In training it works in reused buffers, through the activation's
     ``forward_into``/``backward_into``.
     """
 
     def __init__(self, activation: Activation) -> None:
         self.activation = activation
         self._param_names = ()
-        self._buffers: dict[tuple[int, ...], tuple[Array, Array]] = {}
+        self._y_buffer = WorkBuffer()
+        self._dx_buffer = WorkBuffer()
 
     @property  # type: ignore[override]
     def name(self) -> str:  # the activation's public name, so to_ref() round-trips
@@ -34,18 +34,15 @@ class ActivationLayer(Layer):
     def forward(self, x: Array, training: bool = True) -> Array:
         if not training:
             return self.activation.forward(x)
-        buffers = self._buffers.get(x.shape)
-        if buffers is None or buffers[0].dtype != x.dtype:
-            if len(self._buffers) > 4:  # a few batch shapes at most; drop stale ones
-                self._buffers.clear()
-            buffers = self._buffers[x.shape] = (np.empty_like(x), np.empty_like(x))
-        self._x, self._y, self._dx = x, buffers[0], buffers[1]
+        self._x = x
+        self._y = self._y_buffer.get(x.shape, x.dtype)
         self.activation.forward_into(x, self._y)
         return self._y
 
     def backward(self, dy: Array) -> Array:
-        self.activation.backward_into(self._x, self._y, dy, self._dx)
-        return self._dx
+        dx = self._dx_buffer.get(dy.shape, dy.dtype)
+        self.activation.backward_into(self._x, self._y, dy, dx)
+        return dx
 
     def __repr__(self) -> str:
         return f"ActivationLayer({self.activation!r})"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microfw.buffers import WorkBuffer
 from microfw.callbacks import Callback, Logs, overrides_batch_end
 from microfw.errors import MicrofwError
 from microfw.interfaces import Array
@@ -140,8 +141,7 @@ class _Batches:
 
     Without shuffling (or with a single batch, where only the rounding of sums would change)
     the batches are views of the data, made once. With shuffling, each batch is gathered in
-    the new row order into a buffer reused for every batch of that size: no copy of the
-    whole data set is made.
+    the new row order into buffers reused for every batch: no copy of the data set is made.
     """
 
     def __init__(
@@ -164,7 +164,7 @@ class _Batches:
         self.sources = (X, y, t)
         self.rng = rng
         self.views = [tuple(a[i : i + self.size] for a in self.sources) for i in self.starts]
-        self.buffers: dict[int, tuple[Array, ...]] = {}
+        self.buffers = [WorkBuffer() for _ in self.sources]
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -178,13 +178,13 @@ class _Batches:
         order = self.rng.permutation(n)
         for start in self.starts:
             rows = order[start : start + self.size]
-            buffers = self.buffers.get(rows.size)
-            if buffers is None:
-                buffers = tuple(np.empty((rows.size, *a.shape[1:]), a.dtype) for a in self.sources)
-                self.buffers[rows.size] = buffers
-            for source, buffer in zip(self.sources, buffers, strict=True):
-                np.take(source, rows, axis=0, out=buffer)
-            yield buffers
+            batch = []
+            for source, buffer in zip(self.sources, self.buffers, strict=True):
+                out = buffer.get((rows.size, *source.shape[1:]), source.dtype)
+                # mode="clip" (the rows are valid anyway) lets take() write straight into out.
+                np.take(source, rows, axis=0, out=out, mode="clip")
+                batch.append(out)
+            yield tuple(batch)
 
 
 def _holdout(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from microfw import Initializer, Layer, hookimpl, ref
+from microfw import Initializer, Layer, WorkBuffer, hookimpl, ref
 from microfw.interfaces import RNG, Array
 
 
@@ -26,8 +26,8 @@ class Linear(Layer):
         return self.units
 
     def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
-        self._out: dict[int, Array] = {}
-        self._dx: dict[int, Array] = {}
+        self._out = WorkBuffer()
+        self._dx = WorkBuffer()
         self.W = np.asarray(self.init((n_in, self.units), rng), dtype=dtype)
         self.dW = np.zeros_like(self.W)
         self._params = [self.W]
@@ -49,7 +49,7 @@ class Linear(Layer):
             y = x @ self.W
         else:
             self._x = x
-            y = self._buffer(self._out, x.shape[0], self.units)
+            y = self._out.get((x.shape[0], self.units), self.W.dtype)
             np.matmul(x, self.W, out=y)
         if self.use_bias:
             y += self.b
@@ -61,18 +61,9 @@ class Linear(Layer):
             np.add.reduce(dy, axis=0, out=self.db)
         if not self.needs_input_grad:
             return dy
-        dx = self._buffer(self._dx, dy.shape[0], self.W.shape[0])
+        dx = self._dx.get((dy.shape[0], self.W.shape[0]), self.W.dtype)
         np.matmul(dy, self.W.T, out=dx)
         return dx
-
-    def _buffer(self, cache: dict[int, Array], rows: int, cols: int) -> Array:
-        """A work array of ``(rows, cols)`` reused across batches of the same size."""
-        a = cache.get(rows)
-        if a is None:
-            if len(cache) > 4:  # a few batch sizes at most; drop stale ones
-                cache.clear()
-            a = cache[rows] = np.empty((rows, cols), dtype=self.W.dtype)
-        return a
 
 
 class Softmax(Layer):
