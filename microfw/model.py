@@ -243,19 +243,26 @@ class Sequential:
     # -- data checks -----------------------------------------------------------------------
 
     def check_X(self, X: Any) -> Array:
-        """``X`` as a 2-D finite array of the model's dtype with ``input_dim`` columns."""
-        X = np.asarray(X)
+        """``X`` as a 2-D finite array of the model's dtype with ``input_dim`` columns.
+
+        Bool, integer and float arrays (or nested lists) are converted to the model's dtype;
+        strings, objects, complex numbers and dates are refused (``ValueError``).
+        """
+        X = _numeric(X, "X")
         if X.ndim != 2 or X.shape[1] != self.input_dim:
             raise ValueError(
                 f"X has shape {X.shape}; expected (n_samples, {self.input_dim}) "
                 f"(input_dim={self.input_dim})"
             )
-        return _finite(X.astype(self.dtype, copy=False), "X")
+        return _finite(_cast(X, self.dtype), "X")
 
     def check_data(self, X: Any, y: Any) -> tuple[Array, Array]:
-        """``(X, y)`` checked and cast; a 1-D ``y`` becomes one column."""
+        """``(X, y)`` checked and cast as in :meth:`check_X`; a 1-D ``y`` becomes one column.
+
+        At least one row is needed: losses are means over the rows.
+        """
         X = self.check_X(X)
-        y = np.asarray(y)
+        y = _numeric(y, "y")
         shape = y.shape
         if y.ndim == 1:
             y = y.reshape(-1, 1)
@@ -266,7 +273,9 @@ class Sequential:
                 f"{self.output_dim} output(s))"
                 + ("; a 1-D y is allowed for one output" if self.output_dim == 1 else "")
             )
-        y = _finite(y.astype(self.dtype, copy=False), "y")
+        if not X.shape[0]:
+            raise ValueError("no samples: X and y have 0 rows")
+        y = _finite(_cast(y, self.dtype), "y")
         self.loss.check_targets(y)
         return X, y
 
@@ -280,6 +289,26 @@ def _python_int(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
+def _numeric(value: Any, name: str) -> np.ndarray[Any, Any]:
+    """``value`` as an array of bools, integers or floats; anything else is a ``ValueError``."""
+    try:
+        a = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} has dtype {a.dtype}; expected numbers (bool, integer or float), e.g. "
+            f"np.asarray({name}, dtype=float) after checking the values"
+        )
+    return a
+
+
+def _cast(a: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> Array:
+    # Values beyond float32's range become inf here, which _finite reports.
+    with np.errstate(over="ignore"):
+        return a.astype(dtype, copy=False)
+
+
 def _finite(a: Array, name: str) -> Array:
     # A finite sum proves every element finite in one pass without a temporary; only a
     # non-finite sum (a NaN or inf, or an overflow) needs the element-wise look.
@@ -288,5 +317,8 @@ def _finite(a: Array, name: str) -> Array:
     if not np.isfinite(total) and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         where = tuple(int(i) for i in bad)
-        raise ValueError(f"{name} contains non-finite values (first at index {where})")
+        raise ValueError(
+            f"{name} contains non-finite values (first at index {where})"
+            + (" after conversion to float32" if a.dtype == np.float32 else "")
+        )
     return a
