@@ -87,9 +87,8 @@ def fit(
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.parameters(), model.gradients()
-    # The weights at the start of the epoch, to restore if a loss is not finite. With a single
-    # batch no copy is needed: the failing batch is not applied, so they are still in place.
-    last_good = [np.empty_like(p) for p in params] if len(data) > 1 else []
+    # The weights at the start of the epoch, to restore if a loss or an update is not finite.
+    last_good = [np.empty_like(p) for p in params]
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
 
@@ -99,16 +98,15 @@ def fit(
     for epoch in range(config.epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
-        for keep, p in zip(last_good, params, strict=False):  # empty: nothing to keep
+        for keep, p in zip(last_good, params, strict=True):
             np.copyto(keep, p)
         total = 0.0
         correct = 0
         for b, (xb, yb, tb) in enumerate(data.epoch()):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
-                for keep, p in zip(last_good, params, strict=False):
-                    np.copyto(p, keep)
-                raise _diverged(value, epoch, b, history)
+                _restore(params, last_good)
+                raise _diverged(f"the training loss became {value}", epoch, b, history)
             step(params, grads)
             m = xb.shape[0]
             total += value * m
@@ -117,6 +115,12 @@ def fit(
             for callback in batch_callbacks:
                 callback.on_batch_end(b, {"loss": value, "size": m})
         model.optimizer.end_epoch()
+        # A finite loss can still give an update that overflows; the next batch's loss would
+        # show it, but after the last batch of the last epoch nothing else would.
+        if not _all_finite(params):
+            _restore(params, last_good)
+            message = "an update made the weights non-finite"
+            raise _diverged(message, epoch, len(data) - 1, history)
 
         logs = {"loss": total / n}
         if accuracy is not None:
@@ -205,10 +209,21 @@ def _holdout(
     return X, y, None, None
 
 
-def _diverged(value: float, epoch: int, batch: int, history: History) -> TrainingError:
+def _restore(params: list[Array], saved: list[Array]) -> None:
+    for p, keep in zip(params, saved, strict=True):
+        np.copyto(p, keep)
+
+
+def _all_finite(arrays: list[Array]) -> bool:
+    # A finite sum proves every element finite in one pass without a temporary; only a
+    # non-finite sum (a NaN or inf, or huge weights overflowing it) needs the element-wise look.
+    return all(math.isfinite(np.add.reduce(a, axis=None)) or np.isfinite(a).all() for a in arrays)
+
+
+def _diverged(what: str, epoch: int, batch: int, history: History) -> TrainingError:
     kept = f"those after epoch {epoch - 1}" if epoch else "the initial ones"
     return TrainingError(
-        f"the training loss became {value} at epoch {epoch}, batch {batch}: training stopped; "
+        f"{what} at epoch {epoch}, batch {batch}: training stopped; "
         f"the weights are {kept}, the last with finite losses (a lower learning rate may help)",
         epoch=epoch,
         history=history,
