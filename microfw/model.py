@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, to_ref
+from microfw.activation_layer import ActivationLayer
+from microfw.errors import PluginError, short_repr
+from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.metrics import accuracy_for
 from microfw.registry import Registry, current_registry
 from microfw.rng import make_streams
@@ -110,6 +112,7 @@ class Sequential:
         self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
         self._reversed = self.layers[::-1]
         self.layers[0].needs_input_grad = False  # nobody reads dL/dX
+        self._forward_checked = False
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -254,7 +257,34 @@ class Sequential:
                 f"X has shape {X.shape}; expected (n_samples, {self.input_dim}) "
                 f"(input_dim={self.input_dim})"
             )
-        return _finite(_cast(X, self.dtype), "X")
+        X = _finite(_cast(X, self.dtype), "X")
+        if not self._forward_checked and X.shape[0]:
+            self._check_forward(X[:2])
+        return X
+
+    def _check_forward(self, X: Array) -> None:
+        """Run the first rows through every layer once, checking each output's shape and dtype.
+
+        A plugin whose forward disagrees with its ``output_dim`` (or changes the dtype) is
+        named here, with its package, rather than failing later deep in numpy or not at all.
+        """
+        out, width = X, self.input_dim
+        for i, layer in enumerate(self.layers):
+            n_in, width = width, layer.output_dim(width)
+            out = layer.forward(out, False)
+            expected = f"{self.dtype}{[X.shape[0], width]}"
+            got = (
+                f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else short_repr(out)
+            )
+            if got != expected:
+                plugin = layer.activation if isinstance(layer, ActivationLayer) else layer
+                raise PluginError(
+                    f"layers[{i}]: {plugin.kind} {plugin.name!r} from "
+                    f"{_package(self.registry, plugin)}: forward returned {got} for "
+                    f"{X.shape[0]} row(s) of width {n_in}, expected {expected} (one row per "
+                    "input row, output_dim columns, the model's dtype)"
+                )
+        self._forward_checked = True
 
     def check_data(self, X: Any, y: Any) -> tuple[Array, Array]:
         """``(X, y)`` checked and cast as in :meth:`check_X`; a 1-D ``y`` becomes one column.
@@ -282,6 +312,15 @@ class Sequential:
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{layers}], input_dim={self.input_dim}, loss={self.loss!r})"
+
+
+def _package(registry: Registry, plugin: Plugin) -> str:
+    """The package that registered ``plugin``'s class, else the module defining it."""
+    if registry.has(plugin.kind, plugin.name):
+        entry = registry.entry(plugin.kind, plugin.name)
+        if entry.cls is type(plugin):
+            return f"package {entry.provenance}"
+    return f"module {type(plugin).__module__} (not registered)"
 
 
 def _python_int(value: Any) -> Any:
