@@ -158,7 +158,7 @@ class Registry:
                 continue  # the same entry point seen twice (e.g. duplicate dist-info on the path)
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken package must not take the others down
+            except (Exception, SystemExit) as exc:  # a broken package must not take the others down
                 self._problem(ep.value, package, f"failed to import: {type(exc).__name__}: {exc}")
                 continue
             self.add_plugin(module, package=package, version=version)
@@ -321,6 +321,10 @@ def _invalid_class(cls: object, interface: type) -> str | None:
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         return f"{_qualname(cls)} is abstract: implement {missing}"
+    try:
+        parameter_hints(cls)
+    except Exception as exc:  # e.g. an annotation naming something never imported
+        return f"{_qualname(cls)} has parameter annotations that cannot be resolved: {exc!r}"
     return None
 
 
