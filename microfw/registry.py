@@ -313,6 +313,8 @@ def unknown_name_message(kind: str, name: object, available: list[str]) -> str:
 
 
 def _invalid_class(cls: object, interface: type) -> str | None:
+    if isinstance(cls, interface):
+        return f"{cls!r} is an instance; return the class {_qualname(type(cls))} itself"
     if not isinstance(cls, type) or not issubclass(cls, interface):
         return f"{cls!r} does not subclass microfw.{interface.__name__}"
     name = cls.__dict__.get("name", getattr(cls, "name", None))
