@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from microfw.activation_layer import ActivationLayer
-from microfw.errors import PluginError, short_repr
+from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.metrics import accuracy_for
 from microfw.registry import Registry, current_registry
@@ -103,8 +103,11 @@ class Sequential:
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
         width = self.input_dim
-        for layer in self.layers:
+        for path, layer in zip(resolved.layer_paths, self.layers, strict=True):
             layer.build(width, self.streams.init, self.dtype)
+            if not all(np.isfinite(p).all() for p in layer.parameters()):
+                message = f"initial weights are not finite in {self.dtype}: lower the init scale"
+                raise SpecError([Problem(path, message)])
             width = layer.output_dim(width)
         self.output_dim: int = width
         # Flat, aligned lists fixed once: the per-batch path only walks them.

@@ -113,6 +113,8 @@ class Resolved:
     layers: list[Layer]
     loss: Loss
     optimizer: Optimizer
+    layer_paths: list[str]
+    """Where each layer came from in the spec (``layers[2]``, ``layers[2].activation``)."""
 
     def to_spec(self) -> ModelSpec:
         """The corresponding :class:`ModelSpec`."""
@@ -169,7 +171,13 @@ def resolve(
     if problems:
         raise SpecError(problems, source=source)
     assert settings is not None and layers is not None
-    return Resolved(settings, [layer for _, layer in layers], loss, optimizer)  # type: ignore[arg-type]
+    return Resolved(
+        settings,
+        [layer for _, layer in layers],
+        loss,  # type: ignore[arg-type]
+        optimizer,
+        [path for path, _ in layers],
+    )
 
 
 def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:

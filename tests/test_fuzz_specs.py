@@ -231,6 +231,7 @@ def check(source: Any) -> None:
         return
     event("built")
     assert sum(p.size for p in model.parameters()) <= MAX_PARAMETERS
+    assert all(np.isfinite(p).all() for p in model.parameters())
     assert mf.load_spec(model.to_spec().to_json()) == model.to_spec()
     if model.input_dim <= 10_000:  # a wide input through activations alone builds for free
         assert model.predict(np.zeros((1, model.input_dim))).shape == (1, model.output_dim)
