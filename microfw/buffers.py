@@ -17,14 +17,20 @@ class WorkBuffer:
     dtype changes. The last, smaller batch of an epoch thus costs no new memory.
     """
 
-    __slots__ = ("array",)
+    __slots__ = ("_key", "_view", "array")
 
     def __init__(self) -> None:
         self.array: Array | None = None
+        self._key: tuple[tuple[int, ...], np.dtype[Any]] | None = None
+        self._view: Array | None = None
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
         """A ``shape`` array of ``dtype`` whose contents are left over from earlier use."""
+        key = (shape, dtype)
+        if key == self._key:  # the usual case: the same batch shape as last time
+            return self._view  # type: ignore[return-value]
         a = self.array
         if a is None or a.shape[0] < shape[0] or a.shape[1:] != shape[1:] or a.dtype != dtype:
             a = self.array = np.empty(shape, dtype)
-        return a[: shape[0]]
+        self._key, self._view = key, a[: shape[0]]
+        return self._view

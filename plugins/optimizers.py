@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 import numpy as np
@@ -22,26 +21,25 @@ class SGD(Optimizer):
     nesterov: bool = False
 
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
-        if not hasattr(self, "_scratch"):  # state created on the first step, in parameter order
-            size = min(max((p.size for p in params), default=0), _CHUNK)
-            self._scratch = np.empty(size, dtype=params[0].dtype if params else float)
-            self._velocity = [np.zeros_like(p) for p in params] if self.momentum else []
-        scratch = self._scratch
+        if not hasattr(self, "_plan"):  # state created on the first step
+            self._plan = _Plan(with_velocity=self.momentum > 0)
+        chunks = self._plan.chunks_for(params, grads)
         if not self.momentum:
-            for p, g in zip(params, grads, strict=True):
-                for pc, gc in _chunks(p, g):
-                    pc -= _times(gc, lr, scratch)
+            for pc, gc, _, s in chunks:
+                np.multiply(gc, lr, out=s)
+                pc -= s
             return
-        for p, g, v in zip(params, grads, self._velocity, strict=True):
-            for pc, gc, vc in _chunks(p, g, v):
-                s = _times(gc, lr, scratch)
-                vc *= self.momentum
-                vc -= s
-                if self.nesterov:  # p += momentum v - lr g
-                    pc -= s
-                    pc += _times(vc, self.momentum, scratch)
-                else:
-                    pc += vc
+        momentum = self.momentum
+        for pc, gc, vc, s in chunks:
+            np.multiply(gc, lr, out=s)  # s = lr g
+            vc *= momentum
+            vc -= s
+            if self.nesterov:  # p += momentum v - lr g
+                pc -= s
+                np.multiply(vc, momentum, out=s)
+                pc += s
+            else:
+                pc += vc
 
 
 _CHUNK = 16384
@@ -49,25 +47,56 @@ _CHUNK = 16384
 parameter's size is allocated."""
 
 
-def _chunks(*arrays: Array) -> Iterator[tuple[Array, ...]]:
-    """Aligned flat chunks of at most ``_CHUNK`` elements of same-shaped arrays.
+class _Plan:
+    """SGD's state: velocities (in parameter order) and the flat chunks the update walks.
 
-    Arrays that are not all C-contiguous (a flat view would be a copy) come whole.
+    The chunks ``(param, grad, velocity, scratch)`` cover every parameter in pieces of at most
+    ``_CHUNK`` elements; updating piece by piece in one small scratch array needs no temporary
+    of a parameter's size. They are made once and remade only when other arrays are passed.
     """
-    if not all(a.flags.c_contiguous for a in arrays):
-        yield arrays
-        return
-    flat = [a.reshape(-1) for a in arrays]
-    for start in range(0, flat[0].size, _CHUNK):
-        yield tuple(a[start : start + _CHUNK] for a in flat)
+
+    def __init__(self, *, with_velocity: bool) -> None:
+        self.with_velocity = with_velocity
+        self.params: list[Array] = []
+        self.grads: list[Array] = []
+        self.velocity: list[Array] = []
+        self.chunks: list[tuple[Array, Array, Array, Array]] = []
+
+    def chunks_for(
+        self, params: list[Array], grads: list[Array]
+    ) -> list[tuple[Array, Array, Array, Array]]:
+        """The chunks of these arrays (the same lists as last time: no work at all)."""
+        if params is self.params and grads is self.grads:
+            return self.chunks
+        if not _same_arrays(params, self.params):
+            self.velocity = [np.zeros_like(p) for p in params] if self.with_velocity else []
+        if not _same_arrays(params, self.params) or not _same_arrays(grads, self.grads):
+            self.chunks = self._chunk(params, grads)
+        self.params, self.grads = params, grads
+        return self.chunks
+
+    def _chunk(
+        self, params: list[Array], grads: list[Array]
+    ) -> list[tuple[Array, Array, Array, Array]]:
+        largest = max((p.size for p in params), default=0)
+        scratch = np.empty(min(largest, _CHUNK), dtype=params[0].dtype if params else float)
+        velocity = self.velocity or params  # without momentum the slot is unused
+        chunks = []
+        for p, g, v in zip(params, grads, velocity, strict=True):
+            if not (p.flags.c_contiguous and g.flags.c_contiguous):
+                raise ValueError(
+                    f"sgd updates parameters in place through flat views; an array of shape "
+                    f"{p.shape} is not contiguous (a layer must expose its own arrays)"
+                )
+            flat = [a.reshape(-1) for a in (p, g, v)]
+            for start in range(0, p.size, _CHUNK):
+                pc, gc, vc = (a[start : start + _CHUNK] for a in flat)
+                chunks.append((pc, gc, vc, scratch[: pc.size]))
+        return chunks
 
 
-def _times(a: Array, factor: float, scratch: Array) -> Array:
-    """``a * factor``, in ``scratch`` when ``a`` is a flat chunk that fits."""
-    if a.ndim == 1 and a.size <= scratch.size:
-        out = scratch[: a.size]
-        return np.multiply(a, factor, out=out)
-    return a * factor
+def _same_arrays(a: list[Array], b: list[Array]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 @hookimpl
