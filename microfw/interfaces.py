@@ -122,6 +122,18 @@ class Layer(Plugin, abc.ABC):
         """The gradients of the last :meth:`backward`, aligned with :meth:`parameters`."""
         return []
 
+    def adopt(self, params: list[Array], grads: list[Array]) -> None:
+        """Optional: keep the parameters and gradients in the given arrays from now on.
+
+        A model packs the parameters of its layers into one contiguous array (and the
+        gradients into another) when every layer with parameters implements this, so that an
+        optimizer step, a copy or a finiteness check of the whole model is one operation. It
+        calls this once, after :meth:`build`, with views shaped like :meth:`parameters` and
+        :meth:`gradients` and already holding their values; the layer must then read and
+        write those arrays and return them from both methods. Not implementing it is fine.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     def forward(self, x: Array, training: bool = True) -> Array:
         """Map ``x`` ``(n_samples, n_in)`` to ``(n_samples, n_out)``.

@@ -110,9 +110,11 @@ class Sequential:
                 raise SpecError([Problem(path, message)])
             width = layer.output_dim(width)
         self.output_dim: int = width
+        packed = _pack(self.layers, self.dtype)
         # Flat, aligned lists fixed once: the per-batch path only walks them.
         self._params: list[Array] = [p for layer in self.layers for p in layer.parameters()]
         self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
+        self._packed = packed or (self._params, self._grads)
         self._reversed = self.layers[::-1]
         self.layers[0].needs_input_grad = False  # nobody reads dL/dX
         self._forward_checked = False
@@ -207,6 +209,15 @@ class Sequential:
     def gradients(self) -> list[Array]:
         """The live gradient arrays of the last backward pass."""
         return self._grads
+
+    def optimizer_arrays(self) -> tuple[list[Array], list[Array]]:
+        """The arrays the optimizer steps, as ``(parameters, gradients)``.
+
+        One packed parameter array and one packed gradient array when every layer with
+        parameters adopts packed storage (see :meth:`Layer.adopt`), which
+        :meth:`parameters` and :meth:`gradients` are views of; else the layers' own arrays.
+        """
+        return self._packed
 
     def get_weights(self) -> list[Array]:
         """Copies of the trainable arrays, layer by layer (dense: ``W (n_in, n_out)``, ``b``)."""
@@ -324,6 +335,32 @@ def _package(registry: Registry, plugin: Plugin) -> str:
         if entry.cls is type(plugin):
             return f"package {entry.provenance}"
     return f"module {type(plugin).__module__} (not registered)"
+
+
+def _pack(layers: list[Layer], dtype: np.dtype[Any]) -> tuple[list[Array], list[Array]] | None:
+    """Move every layer's parameters and gradients into one contiguous array each.
+
+    Only when every layer with parameters implements :meth:`Layer.adopt` and they all have
+    the model's dtype; returns ``([parameters], [gradients])`` or None.
+    """
+    owners = [layer for layer in layers if layer.parameters()]
+    if not owners or any(type(layer).adopt is Layer.adopt for layer in owners):
+        return None
+    if any(a.dtype != dtype for layer in owners for a in layer.parameters() + layer.gradients()):
+        return None
+    total = sum(p.size for layer in owners for p in layer.parameters())
+    flat_params, flat_grads = np.empty(total, dtype), np.zeros(total, dtype)
+    offset = 0
+    for layer in owners:
+        params, grads = [], []
+        for p in layer.parameters():
+            view = slice(offset, offset + p.size)
+            params.append(flat_params[view].reshape(p.shape))
+            grads.append(flat_grads[view].reshape(p.shape))
+            params[-1][...] = p
+            offset += p.size
+        layer.adopt(params, grads)
+    return [flat_params], [flat_grads]
 
 
 def _python_int(value: Any) -> Any:

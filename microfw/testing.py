@@ -432,8 +432,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
     ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
     ``value_and_grad`` returns ``(value, grad)``. Layer: an inference-mode forward equals a
-    training-mode one, and with ``needs_input_grad`` false the parameter gradients are the
-    same. Agreement is to 1e-12 relative in float64 and 1e-5 in float32.
+    training-mode one, and with ``needs_input_grad`` false (and, if the layer implements
+    ``adopt``, after moving to adopted arrays, which it must then return) outputs and
+    parameter gradients are the same. Agreement is to 1e-12 relative in float64 and 1e-5 in float32.
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
         for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
@@ -488,17 +489,28 @@ def _layer_fast_paths(
         noise = rng.standard_normal(np.shape(p))  # so that zero-initialised biases count too
         p += noise.astype(p.dtype)
         q += noise.astype(q.dtype)
+    adopted = type(twin).adopt is not Layer.adopt
+    if adopted:  # the twin also moves to arrays the caller owns, as a packing model does
+        params = [p.copy() for p in twin.parameters()]
+        grads = [np.zeros_like(g) for g in twin.gradients()]
+        twin.adopt(params, grads)
+        for what, given, now in (
+            ("parameters()", params, twin.parameters()),
+            ("gradients()", grads, twin.gradients()),
+        ):
+            if len(now) != len(given) or any(a is not b for a, b in zip(now, given, strict=False)):
+                raise AssertionError(f"after adopt(), {what} must return the adopted arrays")
     x = rng.standard_normal((5, n_in)).astype(dtype)
     dy = rng.standard_normal((5, n_out)).astype(dtype)
     inference = np.array(layer.forward(x, training=False))
-    _expect_same(
-        f"forward(training=True) ({dtype})", layer.forward(x, training=True), inference, rtol
-    )
+    trained = layer.forward(x, training=True)
+    _expect_same(f"forward(training=True) ({dtype})", trained, inference, rtol)
     layer.backward(dy.copy())
-    twin.forward(x, training=True)
+    label = "needs_input_grad=False" + (" after adopt()" if adopted else "")
+    _expect_same(f"forward with {label} ({dtype})", twin.forward(x, training=True), inference, rtol)
     twin.backward(dy.copy())
     for i, (g, g_twin) in enumerate(zip(layer.gradients(), twin.gradients(), strict=True)):
-        _expect_same(f"gradient {i} with needs_input_grad=False ({dtype})", g_twin, g, rtol)
+        _expect_same(f"gradient {i} with {label} ({dtype})", g_twin, g, rtol)
 
 
 def _expect_same(what: str, actual: Any, expected: Any, rtol: float) -> None:

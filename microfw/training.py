@@ -86,7 +86,7 @@ def fit(
         callback.set_model(model)
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
-    params, grads = model.parameters(), model.gradients()
+    params, grads = model.optimizer_arrays()
     # The weights at the start of the epoch, to restore if a loss or an update is not finite.
     last_good = [np.empty_like(p) for p in params]
     train_batch, step = model.train_batch, model.optimizer.step

@@ -44,6 +44,12 @@ class Linear(Layer):
     def gradients(self) -> list[Array]:
         return self._grads
 
+    def adopt(self, params: list[Array], grads: list[Array]) -> None:
+        self._params, self._grads = list(params), list(grads)
+        self.W, self.dW = params[0], grads[0]
+        if self.use_bias:
+            self.b, self.db = params[1], grads[1]
+
     def forward(self, x: Array, training: bool = True) -> Array:
         if not training:
             y = x @ self.W

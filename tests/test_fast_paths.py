@@ -1,5 +1,5 @@
 """The fast paths (in-place activations, fused loss value and gradient, skipped input gradient,
-work buffers, chunked SGD) train exactly like the straightforward path, in float64."""
+work buffers, packed parameters, chunked SGD) train exactly like the straightforward path."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class PlainSGD(mf.Optimizer):
 
 
 def straightforward(model: mf.Sequential) -> mf.Sequential:
-    """``model`` switched to the plain paths: wrapped plugins, every input gradient computed."""
+    """``model`` switched to the plain paths: wrapped plugins, every input gradient computed,
+    the optimizer stepping each layer's arrays rather than the packed ones."""
     for layer in model.layers:
         if isinstance(layer, mf.ActivationLayer):
             layer.activation = PlainActivation(layer.activation)
@@ -63,6 +64,7 @@ def straightforward(model: mf.Sequential) -> mf.Sequential:
     model.loss = PlainLoss(model.loss)
     plain = PlainSGD(lr=model.optimizer.lr, schedule=model.optimizer.schedule)
     model.optimizer = plain
+    model._packed = (model.parameters(), model.gradients())
     return model
 
 

@@ -274,6 +274,25 @@ class LinearSkipsBiasGradient(Linear):
         return dx
 
 
+class LinearAdoptsHalfway(Linear):
+    """y = x W + b that, asked to adopt arrays, takes the weights but keeps its own bias."""
+
+    name = "linear_adopts_halfway"
+
+    def adopt(self, params, grads):
+        self.W, self.dW = params[0], grads[0]
+        self._params[0], self._grads[0] = self.W, self.dW
+
+
+class LinearAdoptsCopies(Linear):
+    """y = x W + b that adopts copies of the arrays it is given (writes go nowhere)."""
+
+    name = "linear_adopts_copies"
+
+    def adopt(self, params, grads):
+        super().adopt([p.copy() for p in params], [g.copy() for g in grads])
+
+
 class SquaredErrorFusedOff(mf.Loss):
     """L = 1/(2m) sum (p - y)^2 whose value_and_grad forgets the 1/m of the gradient."""
 
@@ -308,6 +327,8 @@ def test_a_loss_whose_value_and_grad_disagrees_is_caught():
         (LinearWrongWidth, "check_shapes_and_dtypes", r"shape \(5, 3\), expected \(5, 4\)"),
         (LinearTrainingDiffers, "check_fast_paths", r"forward\(training=True\)"),
         (LinearSkipsBiasGradient, "check_fast_paths", r"gradient 1 with needs_input_grad=False"),
+        (LinearAdoptsHalfway, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
+        (LinearAdoptsCopies, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
     ],
 )
 def test_broken_layers_are_caught(cls, check, expected):
