@@ -81,7 +81,7 @@ def memory(wl: Workload, epochs: int = 4) -> tuple[float, float, float]:
     The peak counts the parameters and everything ``fit`` allocates on a freshly built model
     (gradients, work buffers, optimizer state, batches), not the data set the caller holds;
     growth compares the traced memory at the ends of epochs 2 and ``epochs``. The reference is
-    parameters + one batch of activations and their gradients.
+    the parameters and their gradients + one batch of activations and their gradients.
     """
     model = mf.build(wl.spec())
     X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
@@ -101,7 +101,7 @@ def memory(wl: Workload, epochs: int = 4) -> tuple[float, float, float]:
     growth = (current[-1] - current[1]) / (len(current) - 2)
     rows = wl.batch_size or X.shape[0]
     activations = 2 * rows * sum(wl.net.widths) * item  # outputs and their gradients
-    return peak, growth, float(params + activations)
+    return peak, growth, float(2 * params + activations)
 
 
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
