@@ -3,14 +3,21 @@
 A test that takes ``plugin_entry`` runs once per registered class (built-in or installed
 third-party), found through the real entry-point path at collection time: there is no
 hand-kept list. ``<kind>_entry`` (e.g. ``loss_entry``) fans out over one kind only.
+``site`` is a directory on ``sys.path`` to install fake plugin packages into
+(``fake_packages.install``).
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import microfw as mf
 from microfw.interfaces import INTERFACES
+from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -29,3 +36,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def registry() -> mf.Registry:
     """A fresh registry loaded through the real entry-point group."""
     return mf.Registry()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory on ``sys.path`` for installing packages; their modules are forgotten after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]

@@ -9,62 +9,17 @@ runs, and a layer whose forward disagrees with its declared width.
 
 from __future__ import annotations
 
-import importlib
 import sys
-import textwrap
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fake_packages import SWISH, install
 
 import microfw as mf
 from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
-
-
-def install(root: Path, dist: str, body: str) -> str:
-    """Install distribution ``dist`` (version 1.2.3) with one module under ``root``."""
-    module = dist.replace("-", "_")
-    (root / f"{module}.py").write_text(textwrap.dedent(body))
-    info = root / f"{module}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[microfw]\n{module} = {module}\n")
-    importlib.invalidate_caches()
-    return module
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A directory on ``sys.path`` for installing packages; their modules are forgotten after."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
-    monkeypatch.delenv(ALLOW_ENV, raising=False)
-    before = set(sys.modules)
-    yield tmp_path
-    for name in set(sys.modules) - before:
-        del sys.modules[name]
-
-
-SWISH = """
-    import numpy as np
-    import microfw as mf
-
-    class Swish(mf.Activation):
-        '''y = x sigmoid(x).'''
-        name = "swish"
-        def forward(self, x):
-            return x / (1 + np.exp(-x))
-        def derivative(self, x, y):
-            s = 1 / (1 + np.exp(-x))
-            return s + x * s * (1 - s)
-
-    @mf.hookimpl
-    def register_activations():
-        return [Swish]
-"""
 
 # Each breaks in its own way; the message expected for it.
 BROKEN = {

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_packages import SWISH, install
 
 import microfw as mf
 from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
@@ -170,44 +169,8 @@ def test_import_microfw_loads_no_plugin():
 # -- third-party packages on the path --------------------------------------------------------
 
 
-def _fake_distribution(root: Path, dist: str, module: str, body: str) -> None:
-    """Write an installed distribution (dist-info + module) under ``root``."""
-    (root / f"{module}.py").write_text(textwrap.dedent(body))
-    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[microfw]\n{module} = {module}\n")
-
-
-GOOD_PLUGIN = """
-    import numpy as np
-    import microfw as mf
-
-    class Swish(mf.Activation):
-        '''y = x sigmoid(x).'''
-        name = "swish"
-        def forward(self, x):
-            return x / (1 + np.exp(-x))
-        def derivative(self, x, y):
-            s = 1 / (1 + np.exp(-x))
-            return s + x * s * (1 - s)
-
-    @mf.hookimpl
-    def register_activations():
-        return [Swish]
-"""
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
-    monkeypatch.delenv(ALLOW_ENV, raising=False)
-    return tmp_path
-
-
 def test_installed_package_is_found_with_provenance(site):
-    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    install(site, "mf-swish", SWISH)
     registry = mf.Registry()
     entry = registry.entry("activation", "swish")
     assert (entry.provenance.package, entry.provenance.version) == ("mf-swish", "1.2.3")
@@ -215,7 +178,7 @@ def test_installed_package_is_found_with_provenance(site):
 
 
 def test_disable_autoload_keeps_builtins_only(site, monkeypatch):
-    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    install(site, "mf-swish", SWISH)
     monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
     registry = mf.Registry()
     assert not registry.has("activation", "swish")
@@ -223,7 +186,7 @@ def test_disable_autoload_keeps_builtins_only(site, monkeypatch):
 
 
 def test_allow_list_filters_packages(site, monkeypatch):
-    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    install(site, "mf-swish", SWISH)
     assert not mf.Registry(allow=["someone-else"]).has("activation", "swish")
     assert mf.Registry(allow=["mf_swish"]).has("activation", "swish")
     monkeypatch.setenv(ALLOW_ENV, "other,mf-swish")
@@ -231,11 +194,10 @@ def test_allow_list_filters_packages(site, monkeypatch):
 
 
 def test_broken_packages_are_reported_and_the_others_keep_working(site):
-    _fake_distribution(site, "mf-broken", "mf_broken", "raise RuntimeError('boom')\n")
-    _fake_distribution(
+    install(site, "mf-broken", "raise RuntimeError('boom')\n")
+    install(
         site,
         "mf-wrong",
-        "mf_wrong",
         """
         import microfw as mf
 
@@ -250,7 +212,7 @@ def test_broken_packages_are_reported_and_the_others_keep_working(site):
             return [NotAnActivation, Abstract]
         """,
     )
-    _fake_distribution(site, "mf-swish", "mf_swish", GOOD_PLUGIN)
+    install(site, "mf-swish", SWISH)
     registry = mf.Registry()
     with pytest.warns(RuntimeWarning, match="microfw plugin skipped"):
         assert registry.has("activation", "swish")
