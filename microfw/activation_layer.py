@@ -31,9 +31,17 @@ class ActivationLayer(Layer):
         """The wrapped activation's parameters."""
         return self.activation.get_params()
 
+    in_place = False
+    """Set by the model when ``x`` may be overwritten (see :meth:`Sequential` set-up): ``y``
+    is then computed over ``x``, saving a buffer and memory traffic."""
+
     def forward(self, x: Array, training: bool = True) -> Array:
         if not training:
             return self.activation.forward(x)
+        if self.in_place:
+            self.activation.forward_into(x, x)
+            self._x = self._y = x
+            return x
         self._x = x
         self._y = self._y_buffer.get(x.shape, x.dtype)
         self.activation.forward_into(x, self._y)

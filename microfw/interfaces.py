@@ -101,6 +101,10 @@ class Layer(Plugin, abc.ABC):
     """Set to false by the model on its first layer: nobody reads that layer's ``dL/dx``, so
     :meth:`backward` may skip computing it (and return any array, e.g. ``dy``)."""
 
+    output_is_scratch = False
+    """True if the array a training-mode :meth:`forward` returns is a work buffer this layer
+    never reads again (so the next layer may overwrite it in place); ``linear``'s is."""
+
     def output_dim(self, n_in: int) -> int:
         """The output width for input width ``n_in``; raise ``ValueError`` if ``n_in`` is unfit.
 
@@ -166,11 +170,17 @@ class Activation(Plugin, abc.ABC):
     def derivative(self, x: Array, y: Array) -> Array:
         """``f'(x)`` element-wise, given ``x`` and ``y = f(x)`` (so sigmoid can use ``y(1-y)``)."""
 
+    derivative_from_output = False
+    """True if ``derivative(x, y)`` depends on ``x`` only through ``y = f(x)`` (sigmoid, tanh,
+    relu): the core may then compute ``y`` over ``x`` with ``forward_into(x, x)`` and call
+    ``backward_into(y, y, dy, out)``, saving a buffer. The contract checks verify the claim."""
+
     # Optional fast paths. The defaults call the two methods above; an activation may override
     # them to work in the caller's buffers. The contract checks compare them with the above.
 
     def forward_into(self, x: Array, out: Array) -> None:
-        """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``, never ``x`` itself)."""
+        """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``; ``x`` itself only when
+        :attr:`derivative_from_output` is true)."""
         np.copyto(out, self.forward(x))
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:

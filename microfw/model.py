@@ -117,6 +117,11 @@ class Sequential:
         self._packed = packed or (self._params, self._grads)
         self._reversed = self.layers[::-1]
         self.layers[0].needs_input_grad = False  # nobody reads dL/dX
+        for before, layer in zip(self.layers, self.layers[1:], strict=False):
+            if isinstance(layer, ActivationLayer):  # y over x when x is nobody else's
+                layer.in_place = (
+                    before.output_is_scratch and layer.activation.derivative_from_output
+                )
         self._forward_checked = False
 
     # -- spec ------------------------------------------------------------------------------

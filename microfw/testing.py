@@ -430,7 +430,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     """The optional fast paths agree with the plain contract, in float64 and float32.
 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
-    ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
+    ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched; with
+    ``derivative_from_output``, ``derivative(y, y)`` equals ``derivative(x, y)`` and both work
+    in place over ``x``. Loss:
     ``value_and_grad`` returns ``(value, grad)``. Layer: an inference-mode forward equals a
     training-mode one, and with ``needs_input_grad`` false (and, if the layer implements
     ``adopt``, after moving to adopted arrays, which it must then return) outputs and
@@ -475,6 +477,15 @@ def _activation_fast_paths(
         if not np.array_equal(before, after):
             raise AssertionError(f"the fast paths changed their input {name}")
     _expect_same(f"backward_into ({dtype})", out, expected, rtol)
+    if act.derivative_from_output:  # the claim, and the in-place calls the core then makes
+        derivative = act.derivative(x, y)
+        _expect_same(f"derivative(y, y) ({dtype})", act.derivative(y, y), derivative, rtol)
+        z = x.copy()
+        act.forward_into(z, z)
+        _expect_same(f"forward_into(x, x) ({dtype})", z, y, rtol)
+        out = np.full_like(x, np.nan)
+        act.backward_into(z, z, dy, out)
+        _expect_same(f"backward_into(y, y, dy) ({dtype})", out, expected, rtol)
 
 
 def _layer_fast_paths(

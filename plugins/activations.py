@@ -47,6 +47,7 @@ class Sigmoid(Activation):
     """y = 1 / (1 + exp(-x)), computed without overflow; y' = y (1 - y)."""
 
     name = "sigmoid"
+    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return sigmoid(x)
@@ -67,6 +68,7 @@ class Tanh(Activation):
     """y = tanh(x); y' = 1 - y^2."""
 
     name = "tanh"
+    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return np.tanh(x)
@@ -87,6 +89,7 @@ class ReLU(Activation):
     """y = max(x, 0); y' = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     name = "relu"
+    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return np.maximum(x, 0)
@@ -106,6 +109,7 @@ class LeakyReLU(Activation):
     """y = x where x > 0, else alpha x; y' = 1 where x > 0, else alpha."""
 
     name = "leaky_relu"
+    derivative_from_output = True
 
     alpha: Annotated[float, Field(ge=0, lt=1)] = 0.01
 
@@ -121,6 +125,7 @@ class Identity(Activation):
     """y = x; y' = 1 (a linear output, e.g. for regression)."""
 
     name = "identity"
+    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return x

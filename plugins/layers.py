@@ -16,6 +16,7 @@ class Linear(Layer):
 
     name = "linear"
     example_params = {"units": 3}
+    output_is_scratch = True  # forward's output buffer is not read by backward
 
     units: Annotated[int, Field(gt=0)]
     init: Initializer = ref("xavier")

@@ -1,5 +1,5 @@
-"""The fast paths (in-place activations, fused loss value and gradient, skipped input gradient,
-work buffers, packed parameters, chunked SGD) train exactly like the straightforward path."""
+"""The fast paths (activations in buffers or in place, fused loss value and gradient, skipped
+input gradient, packed parameters, chunked SGD) train exactly like the straightforward path."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def straightforward(model: mf.Sequential) -> mf.Sequential:
     for layer in model.layers:
         if isinstance(layer, mf.ActivationLayer):
             layer.activation = PlainActivation(layer.activation)
+            layer.in_place = False
         layer.needs_input_grad = True
     model.loss = PlainLoss(model.loss)
     plain = PlainSGD(lr=model.optimizer.lr, schedule=model.optimizer.schedule)

@@ -182,9 +182,17 @@ class SoftsignFastBackwardClobbers(Softsign):
         np.copyto(out, dy)
 
 
+class SoftsignClaimsOutputDerivative(Softsign):
+    """y = x / (1 + |x|), wrongly claiming its derivative needs only y."""
+
+    name = "softsign_claims_output_derivative"
+    derivative_from_output = True
+
+
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
+        (SoftsignClaimsOutputDerivative, r"derivative\(y, y\) \(float64\) differs"),
         (SoftsignFastForwardOff, r"forward_into \(float64\) differs from the plain method"),
         (SoftsignFastBackwardOff, r"backward_into \(float64\) differs"),
         (SoftsignFastBackwardClobbers, r"changed their input dy"),
