@@ -6,7 +6,7 @@ It knows only the interfaces: the model's layers, its loss and its optimizer.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -173,11 +173,11 @@ class _Batches:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def epoch(self) -> Iterator[tuple[Array, ...]]:
+    def epoch(self) -> Iterable[tuple[Array, ...]]:
         """The batches of one epoch, in a new row order when shuffling."""
-        if not self.shuffle:
-            yield from self.views
-            return
+        return self._shuffled() if self.shuffle else self.views
+
+    def _shuffled(self) -> Iterator[tuple[Array, ...]]:
         n = self.sources[0].shape[0]
         order = self.rng.permutation(n)
         for start in self.starts:
@@ -215,9 +215,12 @@ def _restore(params: list[Array], saved: list[Array]) -> None:
 
 
 def _all_finite(arrays: list[Array]) -> bool:
-    # A finite sum proves every element finite in one pass without a temporary; only a
-    # non-finite sum (a NaN or inf, or huge weights overflowing it) needs the element-wise look.
-    return all(math.isfinite(np.add.reduce(a, axis=None)) or np.isfinite(a).all() for a in arrays)
+    for a in arrays:
+        # A finite sum proves every element finite in one pass without a temporary; only a
+        # non-finite sum (a NaN or inf, or huge weights overflowing it) needs a closer look.
+        if not math.isfinite(np.add.reduce(a, axis=None)) and not np.isfinite(a).all():
+            return False
+    return True
 
 
 def _diverged(what: str, epoch: int, batch: int, history: History) -> TrainingError:
