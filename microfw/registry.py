@@ -126,9 +126,13 @@ class Registry:
         """Register one class defined in-process (e.g. in a script); returns it unchanged.
 
         It goes through pluggy like any package: a tiny plugin object implementing the hook of
-        the class's kind. Raises :class:`DuplicatePluginError` if its name is taken.
+        the class's kind. Raises :class:`PluginError` if the class is not a usable plugin
+        (abstract, no valid ``name``...) and :class:`DuplicatePluginError` if its name is taken.
         """
         kind = kind_of(cls)
+        reason = _invalid_class(cls, INTERFACES[kind])
+        if reason:
+            raise PluginError(f"cannot register {_qualname(cls)}: {reason}")
         hook = hookspecs.HOOKS[kind]
         plugin = _InProcessPlugin(hook, cls)
         module = getattr(cls, "__module__", "__main__")

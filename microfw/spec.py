@@ -281,8 +281,12 @@ def _resolve_layer(
     kind = "layer" if registry.has("layer", name) else "activation"
     activation: Any = None
     takes_activation = "activation" in parameter_hints(registry.get(kind, name))
-    if kind == "layer" and not takes_activation and "activation" in params:
+    shorthand = kind == "layer" and not takes_activation and "activation" in params
+    if shorthand:
         activation = params.pop("activation")  # shorthand: this layer, then that activation
+        if activation is None:  # not silently "no activation": omit the key for that
+            message = "expected an activation name or object (omit the key for none)"
+            problems.append(Problem(join_path(path, "activation"), message, None, True))
     layer = _create(registry, kind, {"type": name, **params} if params else name, path, problems)
     out: list[tuple[str, Layer]] = []
     if layer is not None:

@@ -225,3 +225,25 @@ def test_broken_packages_are_reported_and_the_others_keep_working(site):
     )
     assert any("is abstract: implement derivative, forward" in m for m in messages)
     assert not registry.has("activation", "nope")
+
+
+def test_register_refuses_an_unusable_class_at_once(empty):
+    class Unnamed(mf.Activation):
+        """y = x."""
+
+        def forward(self, x):
+            return x
+
+        def derivative(self, x, y):
+            return np.ones_like(x)
+
+    class Abstract(mf.Activation):
+        """No forward."""
+
+        name = "abstract"
+
+    with pytest.raises(mf.PluginError, match=r"cannot register .*Unnamed: .*no valid `name`"):
+        empty.register(Unnamed)
+    with pytest.raises(mf.PluginError, match=r"is abstract: implement derivative, forward"):
+        empty.register(Abstract)
+    assert empty.names("activation") == []

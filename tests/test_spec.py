@@ -80,6 +80,15 @@ def test_activation_shorthand_expands_to_two_layers() -> None:
     assert spec.layers[3] == {"type": "leaky_relu", "alpha": 0.2}
 
 
+def test_activation_shorthand_null_is_an_error_not_skipped() -> None:
+    layers = [{"type": "linear", "units": 1, "activation": None}]
+    with pytest.raises(mf.SpecError) as info:
+        mf.load_spec({"spec_version": 1, "input_dim": 2, "layers": layers, "loss": "bce"})
+    [problem] = info.value.problems
+    assert problem.path == "layers[0].activation"
+    assert "expected an activation name or object" in problem.message
+
+
 def test_round_trip_through_model() -> None:
     spec = mf.load_spec(XOR)
     model = mf.build(spec)
