@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cube_plugin import cube_model
 
 import microfw as mf
 from microfw import io as mfio
@@ -169,28 +170,11 @@ def test_format_version_is_checked(tmp_path: Path) -> None:
 
 
 def test_missing_plugin_names_the_package(tmp_path: Path) -> None:
-    class Cube(mf.Activation):
-        """y = x^3."""
-
-        name = "cube"
-
-        def forward(self, x: Any) -> Any:
-            return x**3
-
-        def derivative(self, x: Any, y: Any) -> Any:
-            return 3 * x**2
-
-    with_cube = mf.Registry()
-    with_cube.register(Cube, package="cube-plugins")
-    model = mf.Sequential(
-        [{"type": "linear", "units": 1}, "cube"],
-        input_dim=2,
-        loss="squared_error",
-        registry=with_cube,
-    )
+    model = cube_model()
     path = tmp_path / "cube.microfw"
     model.save(path)
-    np.testing.assert_array_equal(mf.load(path, with_cube).predict(XOR_X), model.predict(XOR_X))
+    loaded = mf.load(path, model.registry)
+    np.testing.assert_array_equal(loaded.predict(XOR_X), model.predict(XOR_X))
     with pytest.raises(mf.ModelFileError, match=r"activation 'cube' \(from cube-plugins\)"):
         mf.load(path, mf.Registry())
 

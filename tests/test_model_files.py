@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cube_plugin import cube_model
 
 import microfw as mf
 import microfw.model
@@ -315,36 +316,16 @@ def test_oversized_members_are_refused_before_decompressing(
 # -- plugins ---------------------------------------------------------------------------------
 
 
-class Cube(mf.Activation):
-    """y = x^3."""
-
-    name = "cube"
-
-    def forward(self, x: Any) -> Any:
-        return x**3
-
-    def derivative(self, x: Any, y: Any) -> Any:
-        return 3 * x**2
-
-
-def cube_model(tmp_path: Path) -> Path:
-    with_cube = mf.Registry()
-    with_cube.register(Cube, package="cube-plugins")
-    model = mf.Sequential(
-        [{"type": "linear", "units": 1}, "cube"],
-        input_dim=2,
-        loss="squared_error",
-        registry=with_cube,
-    )
+def cube_model_file(tmp_path: Path) -> Path:
     path = tmp_path / "cube.microfw"
-    model.save(path)
+    cube_model().save(path)
     return path
 
 
 def test_a_plugin_missing_from_meta_is_named_by_the_spec(tmp_path: Path, builds: list[Any]) -> None:
     # A file whose meta.json does not list the plugin (edited, or from elsewhere): the spec
     # check still names it, and the file.
-    path = cube_model(tmp_path)
+    path = cube_model_file(tmp_path)
     meta = json.loads(members(path)["meta.json"])
     meta["plugins"] = [p for p in meta["plugins"] if p["name"] != "cube"]
     replace(path, **{"meta.json": json.dumps(meta).encode()})
@@ -360,7 +341,7 @@ def test_a_plugin_missing_from_meta_is_named_by_the_spec(tmp_path: Path, builds:
 def test_a_plugin_named_in_meta_is_checked_before_building(
     tmp_path: Path, builds: list[Any]
 ) -> None:
-    path = cube_model(tmp_path)
+    path = cube_model_file(tmp_path)
     with pytest.raises(mf.ModelFileError) as info:
         mf.load(path, mf.Registry())
     assert "activation 'cube' (from cube-plugins)" in str(info.value)
