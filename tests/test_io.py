@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cube_plugin import cube_model
+from zip_members import npz, replace
 
 import microfw as mf
 from microfw import io as mfio
@@ -36,22 +37,6 @@ def trained(dtype: str = "float64", registry: mf.Registry | None = None) -> mf.S
     )
     model.fit(XOR_X, XOR_Y, epochs=20)
     return model
-
-
-def rewrite(path: Path, **members: bytes) -> None:
-    """Replace members of a saved model file."""
-    with zipfile.ZipFile(path) as archive:
-        contents = {name: archive.read(name) for name in archive.namelist()}
-    contents.update(members)
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in contents.items():
-            archive.writestr(name, data)
-
-
-def npz(**arrays: Any) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -136,7 +121,7 @@ def test_object_arrays_are_refused(tmp_path: Path) -> None:
     model.save(path)
     arrays = dict(zip(model.weight_names(), model.get_weights(), strict=True))
     arrays["layers.0.0"] = np.array([{"evil": 1}, None], dtype=object)
-    rewrite(path, **{"weights.npz": npz(**arrays)})
+    replace(path, **{"weights.npz": npz(**arrays)})
     with pytest.raises(mf.ModelFileError, match=r"'layers\.0\.0'.*allow_pickle"):
         mf.load(path)
 
@@ -149,7 +134,7 @@ def test_weights_are_checked_against_the_spec(tmp_path: Path) -> None:
     arrays["layers.2.0"] = np.zeros((4, 1))
     del arrays["layers.2.1"]
     arrays["extra"] = np.zeros(2)
-    rewrite(path, **{"weights.npz": npz(**arrays)})
+    replace(path, **{"weights.npz": npz(**arrays)})
     with pytest.raises(mf.ModelFileError) as info:
         mf.load(path)
     message = str(info.value)
@@ -164,7 +149,7 @@ def test_format_version_is_checked(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("meta.json"))
     meta["format_version"] = 99
-    rewrite(path, **{"meta.json": json.dumps(meta).encode()})
+    replace(path, **{"meta.json": json.dumps(meta).encode()})
     with pytest.raises(mf.ModelFileError, match="format version 99; this microfw reads version 1"):
         mf.load(path)
 
@@ -196,7 +181,7 @@ def test_invalid_spec_inside_is_a_spec_error(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         spec = json.loads(archive.read("spec.json"))
     spec["layers"][0]["units"] = -1
-    rewrite(path, **{"spec.json": json.dumps(spec).encode()})
+    replace(path, **{"spec.json": json.dumps(spec).encode()})
     with pytest.raises(mf.SpecError, match=r"layers\[0\].units"):
         mf.load(path)
 

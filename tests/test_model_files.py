@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cube_plugin import cube_model
+from zip_members import members, npz, replace
 
 import microfw as mf
 import microfw.model
@@ -59,29 +60,6 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(microfw.model, "build", counting)
     return calls
-
-
-def members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def write_members(path: Path, contents: dict[str, bytes]) -> None:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in contents.items():
-            archive.writestr(name, data)
-
-
-def replace(path: Path, **new: bytes | None) -> None:
-    """Replace (or with None remove) members of a saved model file."""
-    contents = {**members(path), **new}
-    write_members(path, {k: v for k, v in contents.items() if v is not None})
-
-
-def npz(**arrays: Any) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def loads_identically_or_refuses(path: Path, model: mf.Sequential) -> str:
