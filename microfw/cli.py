@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write PNG plots (extra 'plot')")
     p.add_argument("--epochs", type=int, metavar="N", help="override training.epochs")
     p.add_argument("--seed", type=int, metavar="N", help="override the spec's seed")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="BLAS threads while training (1 is fastest for small networks; extra 'fast')",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=cmd_fit)
 
@@ -135,7 +141,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     spec = mf.load_spec(args.spec)
     if args.seed is not None:
         spec = mf.load_spec({**spec.to_dict(), "seed": args.seed})
-    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    overrides: dict[str, int] = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.blas_threads is not None:
+        overrides["blas_threads"] = args.blas_threads
     if args.plot:
         from microfw import plots
 

@@ -53,6 +53,9 @@ class TrainingSpec(BaseModel):
     """Reshuffle the rows every epoch (skipped when one batch holds them all)."""
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of the rows held out, at random, to report ``val_loss``."""
+    blas_threads: Annotated[int, Field(gt=0)] | None = None
+    """BLAS threads while training (1 is fastest for small networks); null leaves BLAS as it
+    is. Needs threadpoolctl (the ``fast`` extra)."""
 
     def updated(self, **overrides: Any) -> TrainingSpec:
         """A copy with ``overrides`` applied; :class:`~microfw.SpecError` lists every problem."""
