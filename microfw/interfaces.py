@@ -93,8 +93,8 @@ class Layer(Plugin, abc.ABC):
     optimizers update the parameter arrays in place, so a layer must not rebind them.
 
     Arrays returned by a training-mode :meth:`forward` or by :meth:`backward` may be work
-    buffers the layer reuses on its next call with the same batch size (callers consume them
-    before that); an inference-mode forward (``training=False``) returns a fresh array.
+    buffers the layer reuses on its next call (callers consume them before that); an
+    inference-mode forward (``training=False``) returns a fresh array.
     """
 
     needs_input_grad = True

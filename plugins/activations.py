@@ -1,7 +1,8 @@
 """Built-in element-wise activations.
 
-Each implements ``forward``/``derivative`` (the contract) and the optional in-place fast
-paths ``forward_into``/``backward_into`` the training loop uses.
+Each implements ``forward``/``derivative`` (the contract); all but ``leaky_relu`` also
+implement the optional fast paths ``forward_into``/``backward_into`` the training loop uses
+(``leaky_relu`` relies on the interface's defaults, which call the two methods above).
 """
 
 from __future__ import annotations
