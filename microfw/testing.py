@@ -436,7 +436,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     ``value_and_grad`` returns ``(value, grad)``. Layer: an inference-mode forward equals a
     training-mode one, and with ``needs_input_grad`` false (and, if the layer implements
     ``adopt``, after moving to adopted arrays, which it must then return) outputs and
-    parameter gradients are the same. Agreement is to 1e-12 relative in float64 and 1e-5 in float32.
+    parameter gradients are the same; with ``output_is_scratch``, overwriting forward's output
+    changes neither ``backward``'s result nor the parameter gradients. Agreement is to 1e-12
+    relative in float64 and 1e-5 in float32.
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
         for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
@@ -516,12 +518,19 @@ def _layer_fast_paths(
     inference = np.array(layer.forward(x, training=False))
     trained = layer.forward(x, training=True)
     _expect_same(f"forward(training=True) ({dtype})", trained, inference, rtol)
-    layer.backward(dy.copy())
+    dx = np.array(layer.backward(dy.copy()))
+    grads = [np.array(g) for g in layer.gradients()]
     label = "needs_input_grad=False" + (" after adopt()" if adopted else "")
     _expect_same(f"forward with {label} ({dtype})", twin.forward(x, training=True), inference, rtol)
     twin.backward(dy.copy())
-    for i, (g, g_twin) in enumerate(zip(layer.gradients(), twin.gradients(), strict=True)):
+    for i, (g, g_twin) in enumerate(zip(grads, twin.gradients(), strict=True)):
         _expect_same(f"gradient {i} with {label} ({dtype})", g_twin, g, rtol)
+    if layer.output_is_scratch:  # the claim, and the overwrite in place the core then allows
+        layer.forward(x, training=True)[...] = np.nan
+        label = "forward's output overwritten (output_is_scratch)"
+        _expect_same(f"backward with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
+        for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
+            _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
 
 
 def _expect_same(what: str, actual: Any, expected: Any, rtol: float) -> None:

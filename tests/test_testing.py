@@ -301,6 +301,13 @@ class LinearAdoptsCopies(Linear):
         super().adopt([p.copy() for p in params], [g.copy() for g in grads])
 
 
+class SoftmaxClaimsScratch(Softmax):
+    """Row-wise softmax claiming its output is scratch, though backward reads it."""
+
+    name = "softmax_claims_scratch"
+    output_is_scratch = True
+
+
 class SquaredErrorFusedOff(mf.Loss):
     """L = 1/(2m) sum (p - y)^2 whose value_and_grad forgets the 1/m of the gradient."""
 
@@ -337,6 +344,7 @@ def test_a_loss_whose_value_and_grad_disagrees_is_caught():
         (LinearSkipsBiasGradient, "check_fast_paths", r"gradient 1 with needs_input_grad=False"),
         (LinearAdoptsHalfway, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
         (LinearAdoptsCopies, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
+        (SoftmaxClaimsScratch, "check_fast_paths", r"backward with forward's output overwritten"),
     ],
 )
 def test_broken_layers_are_caught(cls, check, expected):
