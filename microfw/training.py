@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class TrainingError(MicrofwError):
-    """Training cannot go on (the loss became NaN or infinite); see the message for where."""
+    """Training cannot go on (a loss or the weights became NaN or infinite); the message says
+    where, ``epoch`` is the epoch it happened in and ``history`` what was recorded before."""
 
     def __init__(self, message: str, *, epoch: int, history: History) -> None:
         super().__init__(message)
@@ -75,8 +76,10 @@ def fit(
     With ``blas_threads`` set, BLAS runs on that many threads for the duration of the call
     (through threadpoolctl, the ``fast`` extra).
 
-    Raises :class:`TrainingError` if a batch loss is NaN or infinite: training stops and the
-    weights are those of the end of the last epoch whose batches all had finite losses.
+    Raises :class:`TrainingError` if a batch loss is NaN or infinite, or if an epoch's updates
+    leave a weight non-finite (checked after every epoch): training stops and the weights are
+    those of the end of the last epoch with finite losses and weights (or the initial ones).
+    An exception from a callback propagates and leaves the weights of the last update.
     """
     config = model.training.updated(**overrides)
     with blas_threads(config.blas_threads):
