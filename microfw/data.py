@@ -94,8 +94,12 @@ def _load_npz(path: Path, target: str | None, need_target: bool) -> Dataset:
 
 
 def _numeric(a: np.ndarray, path: Path, key: str) -> Array:
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise DataError(f"{path}: {key} must be numeric, got dtype {a.dtype}")
+    # The kinds the model accepts: complex would lose its imaginary part in the cast, and
+    # timedelta64 (a numpy "number") would become a count of its unit.
+    if a.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: {key} must hold bool, integer or float numbers, got dtype {a.dtype}"
+        )
     return a.astype(np.float64)
 
 

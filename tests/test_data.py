@@ -99,6 +99,13 @@ def test_npz_problems(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", X=np.array([{"a": 1}, None], dtype=object), y=np.zeros(2))
     with pytest.raises(DataError, match=r"obj\.npz"):
         load_data(tmp_path / "obj.npz")  # object arrays would need pickle: refused
+    for name, X in {
+        "complex": np.array([[1 + 2j, 3], [0, 1j]]),  # the cast would drop the imaginary part
+        "timedelta": np.array([[1, 2], [3, 4]], dtype="m8[s]"),
+    }.items():
+        np.savez(tmp_path / f"{name}.npz", X=X, y=np.zeros(2))
+        with pytest.raises(DataError, match=rf"{name}\.npz: X must hold bool, integer or float"):
+            load_data(tmp_path / f"{name}.npz")
     np.savez(tmp_path / "rows.npz", X=np.zeros((3, 2)), y=np.zeros(2))
     with pytest.raises(DataError, match="one row per example"):
         load_data(tmp_path / "rows.npz")
