@@ -46,7 +46,8 @@ ALLOW_ENV = "MICROFW_PLUGINS"
 BUILTIN_DISTRIBUTION = "microfw"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Layers and activations share a namespace: both are written in a spec's "layers" list.
-_SHARED_NAMESPACE = {"activation": "layer"}
+# The kinds whose names a new entry of each kind must not clash with (default: its own).
+_NAMESPACE = {"layer": ("layer", "activation"), "activation": ("activation", "layer")}
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,7 @@ class Registry:
         return index
 
     def _add_entry(self, index: dict[str, dict[str, Entry]], entry: Entry) -> None:
-        kinds = [entry.kind, *(k for k, v in _SHARED_NAMESPACE.items() if v == entry.kind)]
-        kinds += [_SHARED_NAMESPACE[entry.kind]] if entry.kind in _SHARED_NAMESPACE else []
-        for kind in kinds:
+        for kind in _NAMESPACE.get(entry.kind, (entry.kind,)):
             other = index[kind].get(entry.name)
             if other is None or other.cls is entry.cls:
                 continue

@@ -106,6 +106,12 @@ def test_layers_and_activations_share_a_namespace(full):
     with pytest.raises(mf.DuplicatePluginError, match="'linear' is registered twice"):
         full.register(LinearAct)
 
+    class SigmoidLayer(full.get("layer", "linear")):
+        name = "sigmoid"
+
+    with pytest.raises(mf.DuplicatePluginError, match="'sigmoid' is registered twice"):
+        full.register(SigmoidLayer)
+
 
 def test_registering_the_same_class_twice_is_harmless(empty):
     empty.register(Softsign)
