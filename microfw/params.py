@@ -21,7 +21,7 @@ from pydantic import (
     create_model,
 )
 
-from microfw.errors import Problem, SpecError, join_path
+from microfw.errors import Problem, SpecError, join_path_problem
 
 _MODEL_ATTR = "__microfw_params_model__"
 PLUGIN_REF_KEY = "x-microfw-plugin"
@@ -122,12 +122,7 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
             message = "unknown parameter"
         ctx_error = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SpecError):
-            for inner in ctx_error.problems:
-                problems.append(
-                    Problem(
-                        join_path(path, inner.path), inner.message, inner.value, inner.has_value
-                    )
-                )
+            problems.extend(join_path_problem(path, inner) for inner in ctx_error.problems)
             continue
         problems.append(Problem(path, message, err.get("input"), err["type"] != "missing"))
     return problems

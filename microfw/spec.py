@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from microfw.activation_layer import ActivationLayer
-from microfw.errors import Problem, SpecError, join_path
+from microfw.errors import Problem, SpecError, join_path, join_path_problem
 from microfw.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.params import parameter_hints, problems_from_pydantic
 from microfw.registry import Registry, current_registry, unknown_name_message
@@ -367,7 +367,7 @@ def _suggest_keys(problems: list[Problem], allowed: dict[str, list[str]]) -> lis
 
 
 def _prefix(prefix: str, problems: list[Problem]) -> list[Problem]:
-    return [Problem(join_path(prefix, p.path), p.message, p.value, p.has_value) for p in problems]
+    return [join_path_problem(prefix, p) for p in problems]
 
 
 def _is_positive_int(value: Any) -> bool:
