@@ -215,7 +215,12 @@ def write_plots(model: mf.Sequential, data: Dataset, history: mf.History, out: P
         x1, x2 = data.feature_names
         paths.append(
             plots.plot_decision_boundary(
-                model, data.X, data.y, out / BOUNDARY_PNG, axis_labels=(x1, x2)
+                model,
+                data.X,
+                data.y,
+                out / BOUNDARY_PNG,
+                threshold=model.loss.decision_threshold(),
+                axis_labels=(x1, x2),
             )
         )
     return paths

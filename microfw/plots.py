@@ -79,13 +79,16 @@ def plot_decision_boundary(
     transform: Callable[[Array], Array] | None = None,
     *,
     resolution: int = 300,
+    threshold: float = 0.5,
     title: str = "Decision boundary",
     axis_labels: tuple[str, str] = ("x1", "x2"),
 ) -> Path:
     """Shade the model's prediction over the plane of two features, with the data on top.
 
-    A single-output model (a probability) is drawn as shading from 0 to 1 with the 0.5
-    contour; a model with ``k > 1`` outputs as the region of each predicted class (argmax).
+    A single-output model is drawn as shading with the contour at ``threshold``: from 0 to 1
+    for probabilities (``threshold`` 0.5), else around ``threshold`` (e.g. logits, 0: see
+    :meth:`~microfw.Loss.decision_threshold`); a model with ``k > 1`` outputs as the region of
+    each predicted class (argmax).
 
     Args:
         model: anything with ``predict(X) -> (n, n_outputs)``.
@@ -95,6 +98,7 @@ def plot_decision_boundary(
         transform: maps grid points ``(m, 2)`` to model inputs, as was done to the data, e.g.
             a feature cross ``lambda g: np.c_[g, g[:, 0] * g[:, 1]]``. Default: identity.
         resolution: grid points per axis.
+        threshold: the single output at and above which a point is class 1.
         title: the figure's title.
         axis_labels: the names of the two features.
 
@@ -118,10 +122,16 @@ def plot_decision_boundary(
     fig = figure_class()(figsize=(6, 5))
     ax = fig.subplots()
     if out.shape[1] == 1:
-        prob = out[:, 0].reshape(gx.shape)
-        shade = ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 21), cmap="RdYlGn", alpha=0.6)
-        ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.5)
-        fig.colorbar(shade, ax=ax, label="P(y = 1)")
+        score = out[:, 0].reshape(gx.shape)
+        if threshold == 0.5:  # probabilities
+            levels, label = np.linspace(0, 1, 21), "P(y = 1)"
+        else:  # scores such as logits: a scale centred on the threshold
+            span = max(float(np.max(np.abs(score - threshold))), 1e-12)
+            levels = np.linspace(threshold - span, threshold + span, 21)
+            label = f"model output (class 1 at >= {threshold:g})"
+        shade = ax.contourf(gx, gy, score, levels=levels, cmap="RdYlGn", alpha=0.6)
+        ax.contour(gx, gy, score, levels=[threshold], colors="k", linewidths=1.5)
+        fig.colorbar(shade, ax=ax, label=label)
     else:
         classes = out.argmax(axis=1).reshape(gx.shape)
         k = out.shape[1]

@@ -93,6 +93,22 @@ def test_decision_boundary_applies_the_feature_transform_to_the_grid(
         plot_decision_boundary(model, data.X[:, :2], data.y, tmp_path / "no.png")
 
 
+def test_decision_boundary_of_logits_shades_around_the_threshold(tmp_path: Path) -> None:
+    class Logits:
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            return 10 * (X[:, :1] + X[:, 1:] - 1.5)  # class 1 at >= 0 (bce from_logits)
+
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    path = plot_decision_boundary(
+        Logits(), X, np.array([0, 0, 0, 1]), tmp_path / "z.png", threshold=0.0, resolution=50
+    )
+    pixels = assert_real_png(path, 50)
+    red, green = pixels[..., 0], pixels[..., 1]
+    assert (red > green + 0.2).any() and (green > red + 0.2).any()
+    # The whole plane is shaded: on a 0-1 probability scale only a thin band would be (0.91).
+    assert (pixels.min(axis=2) > 0.99).mean() < 0.6
+
+
 def test_decision_boundary_of_a_multi_class_model(tmp_path: Path, registry: mf.Registry) -> None:
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0], [3, 0], [0, 3]])
