@@ -129,7 +129,7 @@ class Identity(Activation):
     derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
-        return x
+        return x.copy()  # a new array, as from any other function: never the caller's own
 
     def derivative(self, x: Array, y: Array) -> Array:
         return np.ones_like(x)

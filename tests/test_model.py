@@ -230,3 +230,12 @@ def test_compute_gradients_does_not_update() -> None:
     assert len(grads) == 4
     for a, b in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_predict_never_returns_the_callers_array() -> None:
+    model = mf.Sequential(["identity"], input_dim=2, loss="squared_error")
+    X = np.array([[1.0, 2.0], [3.0, 4.0]])
+    out = model.predict(X)
+    np.testing.assert_array_equal(out, X)
+    out[0, 0] = 99.0
+    assert X[0, 0] == 1.0
