@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--blas-threads",
         type=int,
         metavar="N",
-        help="BLAS threads while training (1 is fastest for small networks; extra 'fast')",
+        help="BLAS threads while training (1 on a shared machine; extra 'fast')",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=cmd_fit)

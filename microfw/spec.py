@@ -54,7 +54,7 @@ class TrainingSpec(BaseModel):
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of the rows held out, at random, to report ``val_loss``."""
     blas_threads: Annotated[int, Field(gt=0)] | None = None
-    """BLAS threads while training (1 is fastest for small networks); null leaves BLAS as it
+    """BLAS threads while training (1 on a shared machine); null leaves BLAS as it
     is. Needs threadpoolctl (the ``fast`` extra)."""
 
     def updated(self, **overrides: Any) -> TrainingSpec:

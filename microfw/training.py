@@ -215,9 +215,9 @@ class _Batches:
 def blas_threads(threads: int | None) -> Iterator[None]:
     """Limit BLAS to ``threads`` threads inside the block (None: leave BLAS as it is).
 
-    Small and mid-sized networks run fastest on one BLAS thread: multi-threaded BLAS on their
-    small matrices costs more in synchronisation than it gains (measured on 2 cores: the moons
-    network 1.2 ms per epoch on one thread, 5-9 ms on two). Needs threadpoolctl.
+    Multi-threaded BLAS helps on an idle machine but collapses when the cores are shared
+    (measured on 2 cores with the other one busy: the moons network 5-9 ms per epoch on two
+    threads against 1.2 ms on one; idle, 1.2 against 1.4 ms). Needs threadpoolctl.
     """
     if threads is None:
         yield
