@@ -1,8 +1,7 @@
 """Built-in element-wise activations.
 
-Each implements ``forward``/``derivative`` (the contract); all but ``leaky_relu`` also
-implement the optional fast paths ``forward_into``/``backward_into`` the training loop uses
-(``leaky_relu`` relies on the interface's defaults, which call the two methods above).
+Each implements ``forward``/``derivative`` (the contract) and the optional fast paths
+``forward_into``/``backward_into`` the training loop uses.
 """
 
 from __future__ import annotations
@@ -120,6 +119,15 @@ class LeakyReLU(Activation):
     def derivative(self, x: Array, y: Array) -> Array:
         one, alpha = x.dtype.type(1), x.dtype.type(self.alpha)
         return np.where(x > 0, one, alpha)
+
+    def forward_into(self, x: Array, out: Array) -> None:
+        np.maximum(x, self.alpha * x, out=out)  # alpha < 1: the larger of x and alpha x
+
+    def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
+        np.greater(x, 0, out=out)  # 1 where x > 0, else 0 ...
+        out *= 1 - self.alpha
+        out += self.alpha  # ... now 1 or alpha
+        out *= dy
 
 
 class Identity(Activation):

@@ -86,9 +86,15 @@ class Softmax(Layer):
             )
         return n_in
 
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._y_buffer = WorkBuffer()
+        self._dx_buffer = WorkBuffer()
+
     def forward(self, x: Array, training: bool = True) -> Array:
+        y = self._y_buffer.get(x.shape, x.dtype) if training else np.empty_like(x)
         # Subtracting the row maximum keeps exp() in (0, 1]: no overflow for large inputs.
-        y = x - x.max(axis=1, keepdims=True)
+        np.subtract(x, x.max(axis=1, keepdims=True), out=y)
         np.exp(y, out=y)
         y /= y.sum(axis=1, keepdims=True)
         if training:
@@ -98,8 +104,11 @@ class Softmax(Layer):
     def backward(self, dy: Array) -> Array:
         # The Jacobian-vector product of each row: J = diag(y) - y y^T, so J dy = y (dy - y.dy).
         y = self._y
-        dx = dy * y
-        dx -= y * dx.sum(axis=1, keepdims=True)
+        dx = self._dx_buffer.get(dy.shape, dy.dtype)
+        np.multiply(dy, y, out=dx)
+        dots = dx.sum(axis=1, keepdims=True)
+        np.subtract(dy, dots, out=dx)
+        dx *= y
         return dx
 
 
