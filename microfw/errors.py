@@ -35,7 +35,7 @@ class Problem:
     def __str__(self) -> str:
         where = _cut(self.path, 200) or "<root>"
         got = f" (got {short_repr(self.value)})" if self.has_value else ""
-        return f"{where}: {self.message}{got}"
+        return printable(f"{where}: {self.message}{got}")
 
 
 _SHALLOW = reprlib.Repr()
@@ -51,6 +51,15 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return _cut(text, limit)
 
 
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates from JSON ``\\ud800``) escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -62,7 +71,7 @@ class SpecError(MicrofwError, ValueError):
         self.problems = list(problems)
         self.source = source
         head = f"invalid spec{f' {source}' if source else ''}: {len(self.problems)} problem(s)"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+        super().__init__(printable("\n".join([head, *(f"  - {p}" for p in self.problems)])))
 
     def prefixed(self, prefix: str) -> SpecError:
         """The same problems with ``prefix`` prepended to every path."""

@@ -120,6 +120,8 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown parameter"
+        elif err["type"] == "string_unicode":
+            message = "not valid Unicode text (a lone surrogate such as \\ud800)"
         ctx_error = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SpecError):
             problems.extend(join_path_problem(path, inner) for inner in ctx_error.problems)

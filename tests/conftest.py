@@ -5,19 +5,29 @@ third-party), found through the real entry-point path at collection time: there 
 hand-kept list. ``<kind>_entry`` (e.g. ``loss_entry``) fans out over one kind only.
 ``site`` is a directory on ``sys.path`` to install fake plugin packages into
 (``fake_packages.install``).
+
+Hypothesis runs derandomized by default, so a CI run is reproducible and cannot fail on a
+draw the previous run never made; ``MICROFW_HYPOTHESIS_PROFILE=explore`` draws fresh examples
+(what to run when hunting bugs, as ``MICROFW_FUZZ_EXAMPLES`` does for the spec fuzz).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import microfw as mf
 from microfw.interfaces import INTERFACES
 from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
+
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("MICROFW_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

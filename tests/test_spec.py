@@ -323,6 +323,32 @@ def test_invalid_json_text_is_a_spec_error() -> None:
         mf.load_spec(DATA / "not_an_object.json")
 
 
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"optimizer": {"type": "sgd", "\ud800lr": 1.0}}, "optimizer.\\ud800lr"),
+        (
+            {"optimizer": {"type": "sgd", "schedule": {"type": "inverse_time", "\ud800": 1}}},
+            "optimizer.schedule.\\ud800",
+        ),
+        ({"layers": [{"type": "linear", "units": 1, "init": "x\ud800"}]}, "layers[0].init"),
+        ({"rng": "\ud800"}, "rng"),
+        ({"\ud800": 1}, "<root>"),
+    ],
+)
+def test_lone_surrogates_from_json_text_are_spec_errors_that_print(
+    change: dict[str, Any], path: str
+) -> None:
+    """JSON's ``"\\ud800"`` reads as a string UTF-8 cannot encode; it was a UnicodeEncodeError."""
+    spec = {**XOR, **change}
+    for source in (spec, json.dumps(spec)):
+        with pytest.raises(mf.SpecError) as info:
+            mf.build(source)
+        text = str(info.value)
+        text.encode("utf-8")
+        assert f"  - {path}" in text
+
+
 def test_python_arguments_are_validated_like_a_spec() -> None:
     with pytest.raises(mf.SpecError) as info:
         mf.Sequential([{"type": "linear", "units": 0}, "rleu"], input_dim=2, loss="bce", rng="x")
