@@ -213,6 +213,24 @@ class Loss(Plugin, abc.ABC):
         """
         return self.value(y_pred, y_true), self.grad(y_pred, y_true)
 
+    def fuses_with(self, layer: Layer) -> bool:
+        """Optional fusion: whether :meth:`fused_value_and_grad` handles ``layer`` as the last
+        layer (e.g. ``bce`` with a sigmoid, whose combined gradient is ``(p - y) / n``).
+
+        Only for a layer without parameters; the model then skips its ``backward``.
+        """
+        return False
+
+    def fused_value_and_grad(
+        self, layer: Layer, y_pred: Array, y_true: Array
+    ) -> tuple[float, Array] | None:
+        """``(value, d value / d input of layer)`` where ``y_pred`` is ``layer``'s output, or
+        None to decline this batch (the model then calls :meth:`value_and_grad` and
+        ``layer.backward``). Called only when :meth:`fuses_with` is true. It must agree with
+        that unfused path to rounding, which :func:`microfw.testing.check_fast_paths` verifies.
+        """
+        return None
+
     def check_output_dim(self, n_outputs: int) -> None:
         """Raise ``ValueError`` if a model with ``n_outputs`` outputs cannot use this loss."""
 

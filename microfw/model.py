@@ -116,6 +116,7 @@ class Sequential:
         self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
         self._packed = packed or (self._params, self._grads)
         self._reversed = self.layers[::-1]
+        self._reversed_after_last = self._reversed[1:]
         self.layers[0].needs_input_grad = False  # nobody reads dL/dX
         for before, layer in zip(self.layers, self.layers[1:], strict=False):
             if isinstance(layer, ActivationLayer):  # y over x when x is nobody else's
@@ -157,8 +158,16 @@ class Sequential:
         out = X
         for layer in self.layers:
             out = layer.forward(out, True)
-        value, dy = self.loss.value_and_grad(out, y)
-        for layer in self._reversed:
+        loss, last = self.loss, self.layers[-1]
+        # A loss may fuse its gradient with the last layer's (Loss.fuses_with).
+        fused = loss.fuses_with(last) and loss.fused_value_and_grad(last, out, y)
+        if fused:
+            value, dy = fused
+            layers = self._reversed_after_last
+        else:
+            value, dy = loss.value_and_grad(out, y)
+            layers = self._reversed
+        for layer in layers:
             dy = layer.backward(dy)
         return value, out
 

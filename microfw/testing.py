@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from microfw.activation_layer import ActivationLayer
 from microfw.interfaces import (
     INTERFACES,
     Activation,
@@ -432,8 +433,10 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
     ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched; with
     ``derivative_from_output``, ``derivative(y, y)`` equals ``derivative(x, y)`` and both work
-    in place over ``x``. Loss:
-    ``value_and_grad`` returns ``(value, grad)``. Layer: an inference-mode forward equals a
+    in place over ``x``. Loss: ``value_and_grad`` returns ``(value, grad)``, and for every
+    registered layer or activation it ``fuses_with`` (which must have no parameters),
+    ``fused_value_and_grad`` equals ``value_and_grad`` followed by the layer's ``backward``
+    (or declines). Layer: an inference-mode forward equals a
     training-mode one, and with ``needs_input_grad`` false (and, if the layer implements
     ``adopt``, after moving to adopted arrays, which it must then return) outputs and
     parameter gradients are the same; with ``output_is_scratch``, overwriting forward's output
@@ -458,8 +461,51 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
                 _expect_same(
                     f"value_and_grad()[1] ({dtype.__name__})", grad, obj.grad(y_pred, y_true), rtol
                 )
+                _fused_fast_paths(obj, y_true, rng, np.dtype(dtype), rtol)
             else:
                 _layer_fast_paths(obj, make(), rng, np.dtype(dtype), rtol)
+
+
+def _fused_fast_paths(
+    loss: Loss, y_true: Array, rng: np.random.Generator, dtype: np.dtype[Any], rtol: float
+) -> None:
+    """``fused_value_and_grad`` against ``value_and_grad`` then ``backward``, for every
+    registered layer and activation the loss says it fuses with."""
+    registry = current_registry()
+    for kind in ("layer", "activation"):
+        for name in registry.names(kind):
+            cls = registry.get(kind, name)
+            try:
+                plugin = cls(**cls.example_params)
+            except Exception:  # another plugin's own problem, which its own checks report
+                continue
+            layer = ActivationLayer(plugin) if isinstance(plugin, Activation) else plugin
+            if loss.fuses_with(layer):
+                _check_fusion(loss, layer, y_true, rng, dtype, rtol)
+
+
+def _check_fusion(
+    loss: Loss,
+    layer: Layer,
+    y_true: Array,
+    rng: np.random.Generator,
+    dtype: np.dtype[Any],
+    rtol: float,
+) -> None:
+    k = y_true.shape[1]
+    layer.output_dim(k)
+    layer.build(k, np.random.default_rng(SEED), dtype)
+    if layer.parameters():
+        raise AssertionError(f"fuses_with({layer.name!r}), a layer with parameters")
+    x = rng.standard_normal(y_true.shape).astype(dtype)
+    y_pred = layer.forward(x, training=True)
+    fused = loss.fused_value_and_grad(layer, y_pred.copy(), y_true)
+    if fused is None:  # declining is allowed (the model then takes the unfused path)
+        return
+    value, grad = loss.value_and_grad(y_pred, y_true)
+    label = f"with the {layer.name!r} layer ({dtype})"
+    _expect_same(f"fused_value_and_grad()[0] {label}", fused[0], value, rtol)
+    _expect_same(f"fused_value_and_grad()[1] {label}", fused[1], layer.backward(grad), rtol)
 
 
 def _activation_fast_paths(

@@ -8,10 +8,11 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from microfw import Loss, hookimpl
+from microfw import ActivationLayer, Layer, Loss, hookimpl
 from microfw.interfaces import Array
 
-from .activations import sigmoid
+from .activations import Sigmoid, sigmoid
+from .layers import Softmax, row_sum
 
 Eps = Annotated[float, Field(gt=0, lt=0.5)]
 
@@ -73,6 +74,28 @@ class BinaryCrossentropy(_ValueAndGrad):
         g /= p
         return value, g
 
+    def fuses_with(self, layer: Layer) -> bool:
+        """From probabilities, after the built-in sigmoid."""
+        return (
+            not self.from_logits
+            and isinstance(layer, ActivationLayer)
+            and type(layer.activation) is Sigmoid
+        )
+
+    def fused_value_and_grad(
+        self, layer: Layer, y_pred: Array, y_true: Array
+    ) -> tuple[float, Array] | None:
+        """With p = sigmoid(z): dL/dz = (p - y) / n, the two gradients' factors p (1 - p)
+        cancelling. Declined when a p is clipped, where the unfused gradient differs."""
+        p = y_pred
+        if p.min() < self.eps or p.max() > 1 - self.eps:
+            return None
+        n = p.size
+        value = -float(np.vdot(y_true, np.log(p)) + np.vdot(1 - y_true, np.log1p(-p))) / n
+        g = np.subtract(p, y_true, dtype=p.dtype)
+        g /= n
+        return value, g
+
     def check_targets(self, y_true: Array) -> None:
         _check_in_range(self.name, y_true, 0.0, 1.0)
 
@@ -96,6 +119,28 @@ class CategoricalCrossentropy(_ValueAndGrad):
         value = -float(np.vdot(y_true, np.log(p))) / m
         p *= -m
         return value, np.divide(y_true, p, dtype=p.dtype)
+
+    def fuses_with(self, layer: Layer) -> bool:
+        """After the built-in softmax layer."""
+        return type(layer) is Softmax
+
+    def fused_value_and_grad(
+        self, layer: Layer, y_pred: Array, y_true: Array
+    ) -> tuple[float, Array] | None:
+        """With p = softmax(z): dL/dz = (p s - y) / m, s the row sums of y (1 for one-hot
+        rows). Declined when a p facing a non-zero target is clipped (elsewhere clipping does
+        not reach the gradient)."""
+        p, eps = y_pred, self.eps
+        clipped = p.min() < eps or p.max() > 1 - eps
+        if clipped and np.any((y_true != 0) & ((p < eps) | (p > 1 - eps))):
+            return None
+        m = p.shape[0]
+        pc = np.clip(p, eps, 1 - eps) if clipped else p
+        value = -float(np.vdot(y_true, np.log(pc))) / m
+        g = np.multiply(p, row_sum(y_true, np.empty(m, p.dtype))[:, None], dtype=p.dtype)
+        g -= y_true
+        g /= m
+        return value, g
 
     def check_output_dim(self, n_outputs: int) -> None:
         if n_outputs < 2:

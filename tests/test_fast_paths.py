@@ -138,3 +138,36 @@ def test_fast_and_straightforward_paths_agree_after_many_steps(case: str) -> Non
     for w_fast, w_plain in zip(fast.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_allclose(w_fast, w_plain, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fast.predict(X), plain.predict(X), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("layers", "loss", "y"),
+    [
+        (["sigmoid"], "bce", np.array([[0.0], [1.0], [1.0]])),
+        (["softmax"], "categorical_crossentropy", np.eye(3)),
+    ],
+)
+def test_a_fused_loss_declines_where_clipping_reaches_the_gradient(
+    layers: list[Any], loss: str, y: Array
+) -> None:
+    """Fused (loss and last layer's gradient in one) inside the clip range, unfused outside."""
+    model = mf.Sequential(
+        [{"type": "linear", "units": y.shape[1]}, *layers], input_dim=2, loss=loss, seed=0
+    )
+    assert model.loss.fuses_with(model.layers[-1])
+    plain = straightforward(mf.build(model.to_spec()))
+    plain.set_weights(model.get_weights())
+    X = np.array([[0.5, -1.0], [1.0, 2.0], [-0.3, 0.4]])
+    unfused_calls = []
+    value_and_grad = model.loss.value_and_grad
+    model.loss.value_and_grad = lambda *a: unfused_calls.append(1) or value_and_grad(*a)
+    for scale, calls in ((1.0, 0), (1e4, 1)):  # 1e4: outputs saturate beyond the clip range
+        weights = [w * scale for w in plain.get_weights()]
+        model.set_weights(weights)
+        plain.set_weights(weights)
+        fast_value, fast_grads = model.compute_gradients(X, y)
+        plain_value, plain_grads = plain.compute_gradients(X, y)
+        assert len(unfused_calls) == calls
+        np.testing.assert_allclose(fast_value, plain_value, rtol=1e-12)
+        for g_fast, g_plain in zip(fast_grads, plain_grads, strict=True):
+            np.testing.assert_allclose(g_fast, g_plain, rtol=1e-10, atol=1e-300)

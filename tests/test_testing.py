@@ -328,6 +328,40 @@ def test_a_loss_whose_value_and_grad_disagrees_is_caught():
         testing.check_plugin(SquaredErrorFusedOff)
 
 
+BCE = REG.get("loss", "bce")
+
+
+class BCEFusedForgetsTheMean(BCE):
+    """bce whose sigmoid-fused gradient forgets to divide by the number of elements."""
+
+    name = "bce_fused_forgets_the_mean"
+
+    def fused_value_and_grad(self, layer, y_pred, y_true):
+        value, g = super().fused_value_and_grad(layer, y_pred, y_true)
+        return value, g * y_pred.size
+
+
+class BCEFusingWithLinear(BCE):
+    """bce claiming to fuse with a linear layer, which has parameters."""
+
+    name = "bce_fusing_with_linear"
+
+    def fuses_with(self, layer):
+        return isinstance(layer, Linear)
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (BCEFusedForgetsTheMean, r"fused_value_and_grad\(\)\[1\] with the 'sigmoid' layer"),
+        (BCEFusingWithLinear, r"fuses_with\('linear'\), a layer with parameters"),
+    ],
+)
+def test_broken_loss_fusions_are_caught(cls, expected):
+    with pytest.raises(AssertionError, match=f"check_fast_paths failed for loss.*{expected}"):
+        testing.check_plugin(cls)
+
+
 @pytest.mark.parametrize(
     ("cls", "check", "expected"),
     [
