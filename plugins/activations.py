@@ -36,29 +36,6 @@ def _exp_cap(dtype: np.dtype[Any]) -> Any:
     return -np.log(np.finfo(dtype).tiny)
 
 
-_ZEROS: dict[np.dtype[Any], Array] = {}
-
-
-_ZEROS_MAX = 1 << 20
-"""Largest array (elements) :func:`zeros_of` keeps zeros for; beyond it the gain is small."""
-
-
-def zeros_of(x: Array) -> Array | int:
-    """Zeros shaped like ``x`` to compare it with: a read-only view of one array kept per
-    dtype (up to :data:`_ZEROS_MAX` elements; the scalar 0 for larger ``x``).
-
-    ``np.maximum(x, zeros)`` runs NumPy's contiguous loop, 1.5-1.7x faster than comparing
-    with the scalar 0 (measured on 900 x 50 float64 and 128 x 256 float32).
-    """
-    if x.size > _ZEROS_MAX:
-        return 0
-    zeros = _ZEROS.get(x.dtype)
-    if zeros is None or zeros.size < x.size:
-        zeros = _ZEROS[x.dtype] = np.zeros(x.size, x.dtype)
-        zeros.flags.writeable = False
-    return zeros[: x.size].reshape(x.shape)
-
-
 def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)) in a new array, without overflow."""
     out = np.empty_like(x)
@@ -121,7 +98,7 @@ class ReLU(Activation):
         return (x > 0).astype(x.dtype)
 
     def forward_into(self, x: Array, out: Array) -> None:
-        np.maximum(x, zeros_of(x), out=out)
+        np.maximum(x, 0, out=out)
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.greater(x, 0, out=out)  # the 0/1 mask, written as floats
