@@ -47,7 +47,14 @@ class ActivationLayer(Layer):
         self.activation.forward_into(x, self._y)
         return self._y
 
+    grad_in_place = False
+    """Set by the model when ``dy`` may be overwritten (the next layer declares
+    ``grad_is_scratch`` and the activation ``backward_in_place``): ``dx`` is computed over it."""
+
     def backward(self, dy: Array) -> Array:
+        if self.grad_in_place:
+            self.activation.backward_into(self._x, self._y, dy, dy)
+            return dy
         dx = self._dx_buffer.get(dy.shape, dy.dtype)
         self.activation.backward_into(self._x, self._y, dy, dx)
         return dx

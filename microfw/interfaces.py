@@ -105,6 +105,11 @@ class Layer(Plugin, abc.ABC):
     """True if the array a training-mode :meth:`forward` returns is a work buffer this layer
     never reads again (so the next layer may overwrite it in place); ``linear``'s is."""
 
+    grad_is_scratch = False
+    """True if the input gradient :meth:`backward` returns is a work buffer this layer never
+    reads again (so the layer before may compute its own gradient over it in place);
+    ``linear``'s and ``softmax``'s are."""
+
     def output_dim(self, n_in: int) -> int:
         """The output width for input width ``n_in``; raise ``ValueError`` if ``n_in`` is unfit.
 
@@ -184,8 +189,14 @@ class Activation(Plugin, abc.ABC):
         np.copyto(out, self.forward(x))
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
-        """Write ``dy * f'(x)`` into ``out``; ``out`` is none of ``x``, ``y``, ``dy``."""
+        """Write ``dy * f'(x)`` into ``out``; ``out`` is none of ``x``, ``y``, ``dy`` (``dy``
+        itself only when :attr:`backward_in_place` is true)."""
         np.multiply(dy, self.derivative(x, y), out=out)
+
+    backward_in_place = False
+    """True if ``backward_into(x, y, dy, dy)`` works, the result overwriting ``dy``: the core
+    then computes the gradient over the one the next layer returned (when that layer declares
+    ``grad_is_scratch``), keeping fewer arrays in cache. The contract checks verify it."""
 
 
 @_interface("loss")

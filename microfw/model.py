@@ -118,10 +118,16 @@ class Sequential:
         self._reversed = self.layers[::-1]
         self._reversed_after_last = self._reversed[1:]
         self.layers[0].needs_input_grad = False  # nobody reads dL/dX
-        for before, layer in zip(self.layers, self.layers[1:], strict=False):
-            if isinstance(layer, ActivationLayer):  # y over x when x is nobody else's
-                layer.in_place = (
-                    before.output_is_scratch and layer.activation.derivative_from_output
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, ActivationLayer):  # work over arrays that are nobody else's
+                before = self.layers[i - 1] if i else None
+                after = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                activation = layer.activation
+                layer.in_place = bool(
+                    before and before.output_is_scratch and activation.derivative_from_output
+                )
+                layer.grad_in_place = bool(
+                    after and after.grad_is_scratch and activation.backward_in_place
                 )
         self._forward_checked = False
 

@@ -440,7 +440,10 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     training-mode one, and with ``needs_input_grad`` false (and, if the layer implements
     ``adopt``, after moving to adopted arrays, which it must then return) outputs and
     parameter gradients are the same; with ``output_is_scratch``, overwriting forward's output
-    changes neither ``backward``'s result nor the parameter gradients. Agreement is to 1e-12
+    changes neither ``backward``'s result nor the parameter gradients, and with
+    ``grad_is_scratch`` overwriting backward's result changes neither the parameter gradients
+    nor the next forward and backward. An activation with ``backward_in_place`` computes the
+    same gradient over ``dy`` itself. Agreement is to 1e-12
     relative in float64 and 1e-5 in float32.
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
@@ -534,6 +537,10 @@ def _activation_fast_paths(
         out = np.full_like(x, np.nan)
         act.backward_into(z, z, dy, out)
         _expect_same(f"backward_into(y, y, dy) ({dtype})", out, expected, rtol)
+    if act.backward_in_place:  # the claim: the result may overwrite dy
+        out = dy.copy()
+        act.backward_into(x, y, out, out)
+        _expect_same(f"backward_into(x, y, dy, dy) ({dtype})", out, expected, rtol)
 
 
 def _layer_fast_paths(
@@ -577,6 +584,14 @@ def _layer_fast_paths(
         _expect_same(f"backward with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
         for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
             _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
+    if layer.grad_is_scratch:  # the claim, and the overwrite in place the core then allows
+        layer.forward(x, training=True)
+        layer.backward(dy.copy())[...] = np.nan
+        label = "backward's result overwritten (grad_is_scratch)"
+        for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
+            _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
+        layer.forward(x, training=True)
+        _expect_same(f"backward again with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
 
 
 def _expect_same(what: str, actual: Any, expected: Any, rtol: float) -> None:

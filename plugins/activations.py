@@ -90,6 +90,7 @@ class ReLU(Activation):
 
     name = "relu"
     derivative_from_output = True
+    backward_in_place = True
 
     def forward(self, x: Array) -> Array:
         return np.maximum(x, 0)
@@ -101,8 +102,7 @@ class ReLU(Activation):
         np.maximum(x, 0, out=out)
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
-        np.greater(x, 0, out=out)  # the 0/1 mask, written as floats
-        out *= dy
+        np.multiply(dy, x > 0, out=out)  # reads dy before writing: out may be dy
 
 
 class LeakyReLU(Activation):
@@ -135,6 +135,7 @@ class Identity(Activation):
 
     name = "identity"
     derivative_from_output = True
+    backward_in_place = True
 
     def forward(self, x: Array) -> Array:
         return x.copy()  # a new array, as from any other function: never the caller's own

@@ -17,6 +17,7 @@ class Linear(Layer):
     name = "linear"
     example_params = {"units": 3}
     output_is_scratch = True  # forward's output buffer is not read by backward
+    grad_is_scratch = True  # nor is backward's
 
     units: Annotated[int, Field(gt=0)]
     init: Initializer = ref("xavier")
@@ -89,6 +90,7 @@ class Softmax(Layer):
     """y_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) per row; dx = y (dy - sum(dy y))."""
 
     name = "softmax"
+    grad_is_scratch = True  # backward's result is a buffer it never reads
 
     def output_dim(self, n_in: int) -> int:
         if n_in < 2:

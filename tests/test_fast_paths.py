@@ -60,7 +60,7 @@ def straightforward(model: mf.Sequential) -> mf.Sequential:
     for layer in model.layers:
         if isinstance(layer, mf.ActivationLayer):
             layer.activation = PlainActivation(layer.activation)
-            layer.in_place = False
+            layer.in_place = layer.grad_in_place = False
         layer.needs_input_grad = True
     model.loss = PlainLoss(model.loss)
     plain = PlainSGD(lr=model.optimizer.lr, schedule=model.optimizer.schedule)
@@ -171,3 +171,24 @@ def test_a_fused_loss_declines_where_clipping_reaches_the_gradient(
         np.testing.assert_allclose(fast_value, plain_value, rtol=1e-12)
         for g_fast, g_plain in zip(fast_grads, plain_grads, strict=True):
             np.testing.assert_allclose(g_fast, g_plain, rtol=1e-10, atol=1e-300)
+
+
+def test_the_model_works_in_place_only_over_arrays_nobody_else_reads() -> None:
+    """relu between linear layers works over linear's output and its input gradient; the last
+    activation's gradient comes from the loss, and sigmoid's backward cannot overwrite dy."""
+    model = mf.Sequential(
+        [
+            {"type": "linear", "units": 4, "activation": "relu"},
+            {"type": "linear", "units": 4, "activation": "sigmoid"},
+            {"type": "linear", "units": 1},
+            "relu",
+        ],
+        input_dim=2,
+        loss="squared_error",
+    )
+    flags = [
+        (layer.name, layer.in_place, layer.grad_in_place)
+        for layer in model.layers
+        if isinstance(layer, mf.ActivationLayer)
+    ]
+    assert flags == [("relu", True, True), ("sigmoid", True, False), ("relu", True, False)]

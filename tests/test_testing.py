@@ -189,9 +189,21 @@ class SoftsignClaimsOutputDerivative(Softsign):
     derivative_from_output = True
 
 
+class SoftsignClaimsBackwardInPlace(Softsign):
+    """y = x / (1 + |x|) claiming backward_in_place, though it writes out before reading dy."""
+
+    name = "softsign_claims_backward_in_place"
+    backward_in_place = True
+
+    def backward_into(self, x, y, dy, out):
+        np.copyto(out, self.derivative(x, y))
+        out *= dy
+
+
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
+        (SoftsignClaimsBackwardInPlace, r"backward_into\(x, y, dy, dy\) \(float64\) differs"),
         (SoftsignClaimsOutputDerivative, r"derivative\(y, y\) \(float64\) differs"),
         (SoftsignFastForwardOff, r"forward_into \(float64\) differs from the plain method"),
         (SoftsignFastBackwardOff, r"backward_into \(float64\) differs"),
@@ -326,6 +338,37 @@ class SquaredErrorFusedOff(mf.Loss):
 def test_a_loss_whose_value_and_grad_disagrees_is_caught():
     with pytest.raises(AssertionError, match=r"check_fast_paths.*value_and_grad\(\)\[1\]"):
         testing.check_plugin(SquaredErrorFusedOff)
+
+
+class ShiftWithALazyGradient(mf.Layer):
+    """y = x + b claiming grad_is_scratch, though gradients() sums the array backward returned."""
+
+    name = "shift_with_a_lazy_gradient"
+    grad_is_scratch = True
+
+    def build(self, n_in, rng, dtype):
+        self.b = np.zeros(n_in, dtype)
+        self.db = np.zeros(n_in, dtype)
+        self._dx = np.zeros((1, n_in), dtype)
+
+    def parameters(self):
+        return [self.b]
+
+    def gradients(self):
+        np.sum(self._dx, axis=0, out=self.db)
+        return [self.db]
+
+    def forward(self, x, training=True):
+        return x + self.b
+
+    def backward(self, dy):
+        self._dx = dy.copy()
+        return self._dx
+
+
+def test_a_layer_wrongly_claiming_its_gradient_is_scratch_is_caught():
+    with pytest.raises(AssertionError, match=r"gradient 0 with backward's result overwritten"):
+        testing.check_plugin(ShiftWithALazyGradient)
 
 
 BCE = REG.get("loss", "bce")
