@@ -324,6 +324,11 @@ class Optimizer(Plugin, abc.ABC):
         """Advance the epoch counter of a per-epoch schedule."""
         self.epochs += 1
 
+    def reset_state(self) -> None:
+        """Forget the state past gradients built up (momentum buffers...), keeping the step
+        and epoch counters. ``fit`` calls it when training diverges, as that state holds the
+        diverging updates; the next step starts afresh. The default has no state to forget."""
+
     @abc.abstractmethod
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
         """Apply one update with learning rate ``lr``, in place."""

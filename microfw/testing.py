@@ -672,6 +672,15 @@ def _global_state() -> tuple[Any, ...]:
     return name, key.tobytes(), pos, has_gauss, gauss
 
 
+def _quadratic_grads(
+    params: list[Array], centres: list[Array], curvature: list[Array]
+) -> list[Array]:
+    """Gradients of :func:`_quadratic`, in the parameters' dtype."""
+    return [
+        (c * (p - m)).astype(p.dtype) for p, m, c in zip(params, centres, curvature, strict=True)
+    ]
+
+
 def _quadratic(params: list[Array], centres: list[Array], curvature: list[Array]) -> float:
     """0.5 * sum(c * (p - centre)^2): convex, minimum 0 at the centres."""
     return 0.5 * sum(
@@ -690,7 +699,8 @@ def check_optimizer(
     with the optimizer's own (example) parameters, in float64 and in float32 (which must stay
     float32); each step is one full-batch epoch (``end_epoch`` follows it). The first step must
     lower the loss, and the loss after ``steps`` steps must be below the loss after the first
-    (methods with momentum may rise and fall in between). State must be created lazily: the
+    (methods with momentum may rise and fall in between); after ``reset_state()`` (counters
+    unchanged) the next step must lower it again. State must be created lazily: the
     optimizer is constructed without parameters.
     """
     with _checking("check_optimizer", plugin, (Optimizer,), registry) as make:
@@ -709,11 +719,7 @@ def check_optimizer(
             held = list(params)
             losses = [_quadratic(params, centres, curvature)]
             for k in range(1, steps + 1):
-                grads = [
-                    (c * (p - m)).astype(dtype)
-                    for p, m, c in zip(params, centres, curvature, strict=True)
-                ]
-                opt.step(params, grads)
+                opt.step(params, _quadratic_grads(params, centres, curvature))
                 opt.end_epoch()
                 replaced = [
                     i for i, (p, q) in enumerate(zip(params, held, strict=True)) if p is not q
@@ -735,6 +741,17 @@ def check_optimizer(
                 raise AssertionError(
                     f"{where}, the loss after {steps} steps ({losses[-1]:.6g}) is not below the "
                     f"loss after the first ({losses[1]:.6g}); losses: {trace}, ..."
+                )
+            counters = (opt.steps, opt.epochs)
+            opt.reset_state()
+            if (opt.steps, opt.epochs) != counters:
+                raise AssertionError(f"{where}, reset_state() changed the step or epoch counter")
+            opt.step(params, _quadratic_grads(params, centres, curvature))
+            after = _quadratic(params, centres, curvature)
+            if not after < losses[-1]:
+                raise AssertionError(
+                    f"{where}, the first step after reset_state() did not lower the loss: "
+                    f"{losses[-1]:.6g} -> {after:.6g}"
                 )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from microfw.buffers import WorkBuffer
 from microfw.callbacks import Callback, Logs, overrides_batch_end
 from microfw.errors import MicrofwError
-from microfw.interfaces import Array
+from microfw.interfaces import Array, Optimizer
 from microfw.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 class TrainingError(MicrofwError):
     """Training cannot go on (a loss or the weights became NaN or infinite); the message says
-    where, ``epoch`` is the epoch it happened in and ``history`` what was recorded before."""
+    where, ``epoch`` and ``batch`` are where it happened and ``history`` what was recorded
+    before."""
 
-    def __init__(self, message: str, *, epoch: int, history: History) -> None:
+    def __init__(self, message: str, *, epoch: int, batch: int, history: History) -> None:
         super().__init__(message)
         self.epoch = epoch
+        self.batch = batch
         self.history = history
 
 
@@ -77,8 +79,9 @@ def fit(
     (through threadpoolctl, the ``fast`` extra).
 
     Raises :class:`TrainingError` if a batch loss is NaN or infinite, or if an epoch's updates
-    leave a weight non-finite (checked after every epoch): training stops and the weights are
-    those of the end of the last epoch with finite losses and weights (or the initial ones).
+    leave a weight non-finite (checked after every epoch): training stops, the weights are
+    those at the start of the latest epoch whose first loss was finite (or the initial ones),
+    and the optimizer's state (momentum...) is reset (:meth:`Optimizer.reset_state`).
     An exception from a callback propagates and leaves the weights of the last update.
     """
     config = model.training.updated(**overrides)
@@ -107,8 +110,10 @@ def _fit(
     batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.optimizer_arrays()
-    # The weights at the start of the epoch, to restore if a loss or an update is not finite.
-    last_good = [np.empty_like(p) for p in params]
+    # What to restore if a loss or an update is not finite: the weights at the start of the
+    # latest epoch whose first loss was finite (good_epoch), else the initial weights.
+    last_good = [p.copy() for p in params]
+    good_epoch: int | None = None
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
 
@@ -118,15 +123,18 @@ def _fit(
     for epoch in range(config.epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
-        for keep, p in zip(last_good, params, strict=True):
-            np.copyto(keep, p)
         total = 0.0
         correct = 0
         for b, (xb, yb, tb) in enumerate(data.epoch()):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
-                _restore(params, last_good)
-                raise _diverged(f"the training loss became {value}", epoch, b, history)
+                _restore(params, last_good, model.optimizer)
+                what = f"the training loss became {value}"
+                raise _diverged(what, epoch, b, good_epoch, history)
+            if b == 0:  # weights with a finite loss: the ones to go back to
+                for keep, p in zip(last_good, params, strict=True):
+                    np.copyto(keep, p)
+                good_epoch = epoch
             step(params, grads)
             m = xb.shape[0]
             total += value * m
@@ -138,9 +146,9 @@ def _fit(
         # A finite loss can still give an update that overflows; the next batch's loss would
         # show it, but after the last batch of the last epoch nothing else would.
         if not _all_finite(params):
-            _restore(params, last_good)
-            message = "an update made the weights non-finite"
-            raise _diverged(message, epoch, len(data) - 1, history)
+            _restore(params, last_good, model.optimizer)
+            what = "an update made the weights non-finite"
+            raise _diverged(what, epoch, len(data) - 1, good_epoch, history)
 
         logs = {"loss": total / n}
         if accuracy is not None:
@@ -251,9 +259,12 @@ def _holdout(
     return X, y, None, None
 
 
-def _restore(params: list[Array], saved: list[Array]) -> None:
+def _restore(params: list[Array], saved: list[Array], optimizer: Optimizer) -> None:
+    """Back to the saved weights, with the optimizer's state (built by the diverging updates)
+    reset."""
     for p, keep in zip(params, saved, strict=True):
         np.copyto(p, keep)
+    optimizer.reset_state()
 
 
 def _all_finite(arrays: list[Array]) -> bool:
@@ -265,12 +276,17 @@ def _all_finite(arrays: list[Array]) -> bool:
     return True
 
 
-def _diverged(what: str, epoch: int, batch: int, history: History) -> TrainingError:
-    kept = f"those after epoch {epoch - 1}" if epoch else "the initial ones"
+def _diverged(
+    what: str, epoch: int, batch: int, good_epoch: int | None, history: History
+) -> TrainingError:
+    kept = f"those at the start of epoch {good_epoch}" if good_epoch else "the initial ones"
+    if good_epoch is not None:
+        kept += ", the last measured with a finite loss"
     return TrainingError(
-        f"{what} at epoch {epoch}, batch {batch}: training stopped; "
-        f"the weights are {kept}, the last with finite losses (a lower learning rate may help)",
+        f"{what} at epoch {epoch}, batch {batch}: training stopped; the weights are {kept}, "
+        "and the optimizer's state is reset (a lower learning rate may help)",
         epoch=epoch,
+        batch=batch,
         history=history,
     )
 

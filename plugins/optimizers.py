@@ -20,6 +20,10 @@ class SGD(Optimizer):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: bool = False
 
+    def reset_state(self) -> None:
+        """Drop the velocities (and chunks); the next step creates them anew, at zero."""
+        self.__dict__.pop("_plan", None)
+
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
         if not hasattr(self, "_plan"):  # state created on the first step
             self._plan = _Plan(with_velocity=self.momentum > 0)

@@ -88,11 +88,35 @@ def test_divergence_keeps_the_weights_of_the_last_finite_epoch(
     with np.errstate(all="ignore"), pytest.raises(mf.TrainingError) as info:
         model.fit(X * 3, Y, epochs=500, batch_size=batch_size, callbacks=[recorder])
     error = info.value
-    assert f"at epoch {error.epoch}, batch " in str(error)
+    assert f"at epoch {error.epoch}, batch {error.batch}" in str(error)
     assert error.epoch == len(error.history.epoch) == len(recorder.weights) - 1 > 0
     assert np.isfinite(error.history.history["loss"]).all()
-    assert_weights(model, recorder.weights[-1])
+    # recorder.weights[k] are the weights at the start of epoch k. A non-finite first loss of
+    # an epoch condemns its starting weights too: back to those of the epoch before.
+    kept = error.epoch - 1 if error.batch == 0 and "loss became" in str(error) else error.epoch
+    which = f"those at the start of epoch {kept}" if kept else "the initial ones"
+    assert f"the weights are {which}, the last measured with a finite loss" in str(error)
+    assert_weights(model, recorder.weights[kept])
+    if batch_size is None:  # the loss of these weights was measured on all the data
+        assert np.isfinite(model.evaluate(X * 3, Y)["loss"])
     assert_usable(model, tmp_path)
+
+
+@pytest.mark.parametrize("batch_size", [None, 4])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_divergence_resets_the_optimizer_state(batch_size: int | None, nesterov: bool) -> None:
+    """The velocities hold the diverging updates; kept, they would go on moving the weights."""
+    optimizer = {"type": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": nesterov}
+    model = regression(optimizer, activation="identity")
+    with np.errstate(all="ignore"), pytest.raises(mf.TrainingError, match="state is reset"):
+        model.fit(X * 3, Y, epochs=500, batch_size=batch_size, shuffle=False)
+    params, grads = model.optimizer_arrays()
+    before = [p.copy() for p in params]
+    for g in grads:
+        g[...] = 0
+    model.optimizer.step(params, grads)  # zero gradients and no velocity: nothing moves
+    for p, b in zip(params, before, strict=True):
+        np.testing.assert_array_equal(p, b)
 
 
 @pytest.mark.parametrize("batch_size", [None, 4])
