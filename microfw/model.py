@@ -98,7 +98,7 @@ class Sequential:
         self.rng: Literal["pcg64", "legacy"] = settings.rng
         self.dtype = np.dtype(settings.dtype)
         self.layers: list[Layer] = resolved.layers
-        self.loss: Loss = resolved.loss
+        self.loss = resolved.loss
         self.optimizer: Optimizer = resolved.optimizer
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
@@ -130,6 +130,16 @@ class Sequential:
                     after and after.grad_is_scratch and activation.backward_in_place
                 )
         self._forward_checked = False
+
+    @property
+    def loss(self) -> Loss:
+        """The loss; setting it also decides whether it fuses with the last layer."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, loss: Loss) -> None:
+        self._loss = loss
+        self._fuses = loss.fuses_with(self.layers[-1])  # a parameter-free layer (checked)
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -164,9 +174,8 @@ class Sequential:
         out = X
         for layer in self.layers:
             out = layer.forward(out, True)
-        loss, last = self.loss, self.layers[-1]
-        # A loss may fuse its gradient with the last layer's (Loss.fuses_with).
-        fused = loss.fuses_with(last) and loss.fused_value_and_grad(last, out, y)
+        loss = self.loss
+        fused = self._fuses and loss.fused_value_and_grad(self.layers[-1], out, y)
         if fused:
             value, dy = fused
             layers = self._reversed_after_last

@@ -73,8 +73,11 @@ class Linear(Layer):
         if not self.needs_input_grad:
             return dy
         dx = self._dx.get((dy.shape[0], self.W.shape[0]), self.W.dtype)
-        if self.units == 1:  # an outer product: einsum is 2.7x faster than a GEMM with k = 1
-            np.einsum("i,j->ij", dy[:, 0], self.W[:, 0], out=dx)
+        if self.units == 1:  # an outer product: faster than a GEMM with k = 1
+            if dx.size >= 1024:  # einsum: 12.6 us against 20 broadcasting on 900 x 25
+                np.einsum("i,j->ij", dy[:, 0], self.W[:, 0], out=dx)
+            else:  # but 1 us more per call
+                np.multiply(dy, self.W.T, out=dx)
         else:
             np.matmul(dy, self.W.T, out=dx)
         return dx
