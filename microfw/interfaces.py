@@ -238,7 +238,9 @@ class Loss(Plugin, abc.ABC):
         """``(value, d value / d input of layer)`` where ``y_pred`` is ``layer``'s output, or
         None to decline this batch (the model then calls :meth:`value_and_grad` and
         ``layer.backward``). Called only when :meth:`fuses_with` is true. It must agree with
-        that unfused path to rounding, which :func:`microfw.testing.check_fast_paths` verifies.
+        that unfused path to rounding (:func:`microfw.testing.check_fast_paths` compares them
+        at points inside the loss's domain). The gradient array is handed to the model, which
+        may overwrite it: return a new array or a buffer the loss does not read again.
         """
         return None
 

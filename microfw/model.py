@@ -98,7 +98,6 @@ class Sequential:
         self.rng: Literal["pcg64", "legacy"] = settings.rng
         self.dtype = np.dtype(settings.dtype)
         self.layers: list[Layer] = resolved.layers
-        self.loss = resolved.loss
         self.optimizer: Optimizer = resolved.optimizer
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
@@ -110,6 +109,7 @@ class Sequential:
                 raise SpecError([Problem(path, message)])
             width = layer.output_dim(width)
         self.output_dim: int = width
+        self.loss = resolved.loss  # after build: the loss may look at the built last layer
         packed = _pack(self.layers, self.dtype)
         # Flat, aligned lists fixed once: the per-batch path only walks them.
         self._params: list[Array] = [p for layer in self.layers for p in layer.parameters()]

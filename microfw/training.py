@@ -29,7 +29,9 @@ class TrainingError(MicrofwError):
     where, ``epoch`` and ``batch`` are where it happened and ``history`` what was recorded
     before."""
 
-    def __init__(self, message: str, *, epoch: int, batch: int, history: History) -> None:
+    def __init__(
+        self, message: str, *, epoch: int, history: History, batch: int | None = None
+    ) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch

@@ -75,9 +75,11 @@ class BinaryCrossentropy(_ValueAndGrad):
         return value, g
 
     def fuses_with(self, layer: Layer) -> bool:
-        """From probabilities, after the built-in sigmoid."""
+        """From probabilities, after the built-in sigmoid, with bce's own value and gradient
+        (a subclass computing another loss is not fused)."""
         return (
             not self.from_logits
+            and type(self).value_and_grad is BinaryCrossentropy.value_and_grad
             and isinstance(layer, ActivationLayer)
             and type(layer.activation) is Sigmoid
         )
@@ -88,7 +90,7 @@ class BinaryCrossentropy(_ValueAndGrad):
         """With p = sigmoid(z): dL/dz = (p - y) / n, the two gradients' factors p (1 - p)
         cancelling. Declined when a p is clipped, where the unfused gradient differs."""
         p = y_pred
-        if p.min() < self.eps or p.max() > 1 - self.eps:
+        if self.from_logits or p.min() < self.eps or p.max() > 1 - self.eps:
             return None
         n = p.size
         value = -float(np.vdot(y_true, np.log(p)) + np.vdot(1 - y_true, np.log1p(-p))) / n
@@ -121,8 +123,12 @@ class CategoricalCrossentropy(_ValueAndGrad):
         return value, np.divide(y_true, p, dtype=p.dtype)
 
     def fuses_with(self, layer: Layer) -> bool:
-        """After the built-in softmax layer."""
-        return type(layer) is Softmax
+        """After the built-in softmax layer, with this loss's own value and gradient (a
+        subclass computing another loss is not fused)."""
+        return (
+            type(self).value_and_grad is CategoricalCrossentropy.value_and_grad
+            and type(layer) is Softmax
+        )
 
     def fused_value_and_grad(
         self, layer: Layer, y_pred: Array, y_true: Array

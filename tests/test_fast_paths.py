@@ -192,3 +192,31 @@ def test_the_model_works_in_place_only_over_arrays_nobody_else_reads() -> None:
         if isinstance(layer, mf.ActivationLayer)
     ]
     assert flags == [("relu", True, True), ("sigmoid", True, False), ("relu", True, False)]
+
+
+class DoubledBCE(mf.default_registry().get("loss", "bce")):  # type: ignore[misc]
+    """A subclass computing another loss (twice bce): bce's fusion must not stand in for it."""
+
+    name = "doubled_bce"
+
+    def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
+        value, grad = super().value_and_grad(y_pred, y_true)
+        return 2 * value, 2 * grad
+
+
+def test_a_loss_is_fused_only_with_its_own_maths() -> None:
+    X, y = np.array([[0.5, -1.0], [1.0, 2.0]]), np.array([0.0, 1.0])
+    layers = [{"type": "linear", "units": 1}, "sigmoid"]
+    plain = mf.Sequential(layers, input_dim=2, loss="bce", seed=0)
+    doubled = mf.Sequential(layers, input_dim=2, loss=DoubledBCE(), seed=0)
+    assert plain.loss.fuses_with(plain.layers[-1])
+    assert not doubled.loss.fuses_with(doubled.layers[-1])
+    value, grads = plain.compute_gradients(X, y)
+    doubled_value, doubled_grads = doubled.compute_gradients(X, y)
+    assert doubled_value == pytest.approx(2 * value, rel=1e-12)
+    for g, g2 in zip(grads, doubled_grads, strict=True):
+        np.testing.assert_allclose(g2, 2 * g, rtol=1e-12)
+    # A loss switched to logits after the model was made declines the probability formula.
+    plain.loss.from_logits = True
+    expected = plain.loss.value(plain.predict(X), y[:, None])
+    assert plain.compute_gradients(X, y)[0] == pytest.approx(expected, rel=1e-12)

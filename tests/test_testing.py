@@ -429,6 +429,35 @@ def test_broken_layers_are_caught(cls, check, expected):
         testing.check_plugin(cls)
 
 
+class HeavyBall(mf.Optimizer):
+    """v = 0.9 v - lr g, p += v: state, and no reset_state (the method is optional)."""
+
+    name = "heavy_ball"
+
+    def update(self, params, grads, lr):
+        if not hasattr(self, "v"):
+            self.v = [np.zeros_like(p) for p in params]
+        for p, g, v in zip(params, grads, self.v, strict=True):
+            v *= 0.9
+            v -= lr * g
+            p += v
+
+
+class HeavyBallForgettingNothing(HeavyBall):
+    """Heavy ball whose reset_state claims to reset but keeps the velocity."""
+
+    name = "heavy_ball_forgetting_nothing"
+
+    def reset_state(self):
+        pass
+
+
+def test_an_optimizer_without_reset_state_passes_and_a_false_reset_is_caught():
+    testing.check_plugin(HeavyBall)
+    with pytest.raises(AssertionError, match=r"parameter 0 after reset_state\(\) and a step"):
+        testing.check_plugin(HeavyBallForgettingNothing)
+
+
 class OverstatedHe(mf.Initializer):
     """N(0, 1) * sqrt(2 / n_in), claiming variance 1 / n_in."""
 
