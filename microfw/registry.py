@@ -9,7 +9,7 @@ Environment variables:
 * ``MICROFW_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value): load only microfw's own
   entry points, no third-party package.
 * ``MICROFW_PLUGINS``: a comma-separated allow-list of distribution names whose entry points
-  may load (microfw's own always load).
+  may load (microfw's own always load); empty, it is ignored, as if unset.
 """
 
 from __future__ import annotations
