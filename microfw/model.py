@@ -15,6 +15,7 @@ from microfw.metrics import accuracy_for
 from microfw.registry import Registry, current_registry
 from microfw.rng import make_streams
 from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
+from microfw.training import all_finite, fit
 
 if TYPE_CHECKING:
     from microfw.callbacks import Callback
@@ -225,8 +226,6 @@ class Sequential:
 
         See :func:`microfw.training.fit`.
         """
-        from microfw.training import fit
-
         return fit(self, X, y, validation_data=validation_data, callbacks=callbacks, **overrides)
 
     # -- weights ---------------------------------------------------------------------------
@@ -418,11 +417,9 @@ def _cast(a: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> Array:
 
 
 def _finite(a: Array, name: str) -> Array:
-    # A finite sum proves every element finite in one pass without a temporary; only a
-    # non-finite sum (a NaN or inf, or an overflow) needs the element-wise look.
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(a, axis=None)
-    if not np.isfinite(total) and not np.isfinite(a).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # data may be large: no warning
+        finite = all_finite(a)
+    if not finite:
         bad = np.argwhere(~np.isfinite(a))[0]
         where = tuple(int(i) for i in bad)
         raise ValueError(

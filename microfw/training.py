@@ -147,7 +147,7 @@ def _fit(
         model.optimizer.end_epoch()
         # A finite loss can still give an update that overflows; the next batch's loss would
         # show it, but after the last batch of the last epoch nothing else would.
-        if not _all_finite(params):
+        if not all(all_finite(p) for p in params):
             _restore(params, last_good, model.optimizer)
             what = "an update made the weights non-finite"
             raise _diverged(what, epoch, len(data) - 1, good_epoch, history)
@@ -269,13 +269,14 @@ def _restore(params: list[Array], saved: list[Array], optimizer: Optimizer) -> N
     optimizer.reset_state()
 
 
-def _all_finite(arrays: list[Array]) -> bool:
-    for a in arrays:
-        # A finite sum proves every element finite in one pass without a temporary; only a
-        # non-finite sum (a NaN or inf, or huge weights overflowing it) needs a closer look.
-        if not math.isfinite(np.add.reduce(a, axis=None)) and not np.isfinite(a).all():
-            return False
-    return True
+def all_finite(a: Array) -> bool:
+    """Whether every element of ``a`` is finite.
+
+    A finite sum proves it in one pass without a temporary; only a non-finite sum (a NaN or
+    an inf, or large values overflowing it, which NumPy warns about) needs the element-wise
+    look.
+    """
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 def _diverged(
