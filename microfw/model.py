@@ -13,7 +13,7 @@ from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.metrics import accuracy_for
 from microfw.registry import Registry, current_registry
-from microfw.rng import make_streams
+from microfw.rng import RngKind, make_streams
 from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.training import all_finite, fit
 
@@ -65,7 +65,7 @@ class Sequential:
         optimizer: PluginLike | Optimizer = "sgd",
         training: TrainingSpec | Mapping[str, Any] | None = None,
         seed: int | None = None,
-        rng: Literal["pcg64", "legacy"] = "pcg64",
+        rng: RngKind = "pcg64",
         dtype: Literal["float64", "float32"] = "float64",
         registry: Registry | None = None,
     ) -> None:
@@ -96,7 +96,7 @@ class Sequential:
         self.input_dim: int = settings.input_dim
         self.training: TrainingSpec = settings.training
         self.seed: int | None = settings.seed
-        self.rng: Literal["pcg64", "legacy"] = settings.rng
+        self.rng: RngKind = settings.rng
         self.dtype = np.dtype(settings.dtype)
         self.layers: list[Layer] = resolved.layers
         self.optimizer: Optimizer = resolved.optimizer

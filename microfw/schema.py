@@ -104,5 +104,9 @@ def _plugin_def(entry: Entry, defs: dict[str, Any], *, shorthand_activation: boo
 
 def _ref_schema(entries: list[Entry], keys: list[str]) -> dict[str, Any]:
     """A bare name of a plugin whose parameters all have defaults, or one plugin object."""
-    bare = [e.name for e in entries if not _model_schema(params_model(e.cls)).get("required")]
+    bare = [
+        e.name
+        for e in entries
+        if not any(f.is_required() for f in params_model(e.cls).model_fields.values())
+    ]
     return {"anyOf": [{"enum": bare}, *({"$ref": f"#/$defs/{k}"} for k in keys)]}

@@ -23,6 +23,7 @@ from microfw.errors import Problem, SpecError, join_path, join_path_problem
 from microfw.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.params import parameter_hints, problems_from_pydantic
 from microfw.registry import Registry, current_registry, unknown_name_message
+from microfw.rng import RngKind
 
 SPEC_VERSION = 1
 MAX_PARAMETERS = 10_000_000
@@ -79,7 +80,7 @@ class SpecSettings(BaseModel):
     """Default hyper-parameters of fit()."""
     seed: Annotated[int, Field(ge=0)] | None = None
     """Seed of every random stream; null draws fresh entropy (not reproducible)."""
-    rng: Literal["pcg64", "legacy"] = "pcg64"
+    rng: RngKind = "pcg64"
     """``legacy`` draws initial weights as the seed tutorials did (``RandomState``)."""
     dtype: Literal["float64", "float32"] = "float64"
     """Floating-point type of weights and data."""
