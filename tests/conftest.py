@@ -25,8 +25,8 @@ import microfw as mf
 from microfw.interfaces import INTERFACES
 from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
 
-settings.register_profile("ci", derandomize=True, database=None)
-settings.register_profile("explore", derandomize=False)
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
 settings.load_profile(os.environ.get("MICROFW_HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -34,10 +34,16 @@ class Seen(mf.Callback):
         self.threads.append(blas_threads())
 
 
-def test_blas_is_limited_during_fit_and_restored_after() -> None:
-    if not blas_threads():
+def visible_blas_threads() -> list[int]:
+    """:func:`blas_threads`, skipping the test where threadpoolctl sees no BLAS to limit."""
+    threads = blas_threads()
+    if not threads:
         pytest.skip("numpy's BLAS is not visible to threadpoolctl here")
-    before = blas_threads()
+    return threads
+
+
+def test_blas_is_limited_during_fit_and_restored_after() -> None:
+    before = visible_blas_threads()
     seen = Seen()
     model(epochs=2, blas_threads=1).fit(X, Y, callbacks=[seen])
     assert seen.threads == [[1] * len(before)] * 2
@@ -45,7 +51,7 @@ def test_blas_is_limited_during_fit_and_restored_after() -> None:
 
 
 def test_null_leaves_blas_alone_and_overrides_apply_per_call() -> None:
-    before = blas_threads()
+    before = visible_blas_threads()
     seen = Seen()
     m = model(epochs=1)
     m.fit(X, Y, callbacks=[seen])

@@ -98,7 +98,6 @@ def test_fit_prints_the_seed_cost_lines_without_tqdm(
 def test_fit_shows_a_progress_bar_with_tqdm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("tqdm", reason="the progress extra (tqdm) is not installed")
     code, out, err = run(
         capsys, "fit", XOR_SPEC, "--data", XOR_DATA, "--target", "y", "--out", str(tmp_path),
         "--epochs", "50",
@@ -143,7 +142,6 @@ def test_fit_default_output_directory_is_named_after_the_spec(
 def test_fit_plot_writes_both_pngs_for_2d_inputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     code, out, _ = run(
         capsys, "fit", XOR_SPEC, "--data", XOR_DATA, "--target", "y", "--out", str(tmp_path),
         "--plot", "--quiet", "--epochs", "100",
@@ -155,7 +153,6 @@ def test_fit_plot_writes_both_pngs_for_2d_inputs(
 
 
 def test_fit_plot_skips_the_boundary_for_wider_inputs(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     spec = DIGITS_SPEC
     data = str(EXAMPLES / "digits" / "test.npz")
     argv = ["fit", spec, "--data", data, "--out", str(tmp_path), "--plot", "--quiet"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import matplotlib.image as image
 import numpy as np
 import pytest
 
 import microfw as mf
 from microfw.data import load_data
 from microfw.plots import PlotError, plot_decision_boundary, plot_history
-
-image = pytest.importorskip("matplotlib.image", reason="the plot extra is not installed")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,13 @@ def replace(path: Path, **new: bytes | None) -> None:
         for name, data in contents.items():
             if data is not None:
                 archive.writestr(name, data)
+
+
+def edit_json(path: Path, member: str, change: Callable[[Any], object]) -> None:
+    """Rewrite the JSON member ``member`` after ``change`` has edited its data in place."""
+    data = json.loads(members(path)[member])
+    change(data)
+    replace(path, **{member: json.dumps(data).encode()})
 
 
 def npz(**arrays: Any) -> bytes:
