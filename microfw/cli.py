@@ -138,33 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    spec = mf.load_spec(args.spec)
-    if args.seed is not None:
-        spec = mf.load_spec({**spec.to_dict(), "seed": args.seed})
-    overrides: dict[str, int] = {}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.blas_threads is not None:
-        overrides["blas_threads"] = args.blas_threads
     if args.plot:
         from microfw import plots
 
         plots.figure_class()  # fail before training, not after, if matplotlib is missing
-    model = mf.build(spec)
+    model = mf.build(args.spec)
+    if args.seed is not None:  # the seed draws the initial weights: built again with it
+        model = mf.build({**model.to_spec().to_dict(), "seed": args.seed})
+    overrides = {"epochs": args.epochs, "blas_threads": args.blas_threads}
+    # Part of the model's training settings, so the saved spec says how it was trained.
+    model.training = model.training.updated(
+        **{key: value for key, value in overrides.items() if value is not None}
+    )
     data = load_data(args.data, args.target)
     check_features(data, model.input_dim)
     y = targets_for(data, model.output_dim, model.loss)
     out = args.out or Path("runs") / Path(args.spec).stem
     out.mkdir(parents=True, exist_ok=True)
 
-    epochs = model.training.updated(**overrides).epochs
     start = time.perf_counter()
     # A diverging run ends in a TrainingError naming the epoch; numpy's overflow warnings on
     # the way there would only bury that one line.
     with np.errstate(all="ignore"):
-        history = model.fit(
-            data.X, y, callbacks=progress_callbacks(epochs, args.quiet), **overrides
-        )
+        callbacks = progress_callbacks(model.training.epochs, args.quiet)
+        history = model.fit(data.X, y, callbacks=callbacks)
     seconds = time.perf_counter() - start
     metrics = model.evaluate(data.X, y)
     print(f"trained {len(history.epoch)} epochs on {len(y)} samples in {seconds:.2f} s")
@@ -279,13 +276,12 @@ def _existing(path: str, what: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        spec = mf.load_spec(_existing(args.spec, "spec file"))
+        model = mf.build(_existing(args.spec, "spec file"))
     except SpecError as exc:
         print(f"{args.spec}: invalid, {len(exc.problems)} problem(s):")
         for problem in exc.problems:
             print(f"  {problem}")
         return 1
-    model = mf.build(spec)
     rows = [("#", "layer", "output", "params", "init")]
     width = model.input_dim
     for i, layer in enumerate(model.layers):
@@ -380,6 +376,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from microfw import testing
 
     registry = mf.default_registry()
+    if args.all and args.names:
+        raise ValueError("give plugin names or --all, not both")
     if args.all:
         targets = [(e.kind, e.name) for e in registry.entries()]
     elif args.names:

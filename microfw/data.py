@@ -106,12 +106,13 @@ def _numeric(a: np.ndarray, path: Path, key: str) -> Array:
 def _load_csv(path: Path, target: str | None, need_target: bool) -> Dataset:
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+            reader = csv.reader(f)  # blank rows skipped; each row kept with its line number
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV ({exc})") from None
     if not rows:
         raise DataError(f"{path}: empty file (expected a header row and data rows)")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in rows[0][1]]
     body = rows[1:]
     if not body:
         raise DataError(f"{path}: no data rows after the header")
@@ -125,15 +126,17 @@ def _load_csv(path: Path, target: str | None, need_target: bool) -> Dataset:
             f"{path}: no column {target!r} for the target (columns: {', '.join(header)})"
         )
     values = np.empty((len(body), len(header)))
-    for i, row in enumerate(body, start=2):
+    for i, (line, row) in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
+            raise DataError(
+                f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
         for j, cell in enumerate(row):
             try:
-                values[i - 2, j] = float(cell)
+                values[i, j] = float(cell)
             except ValueError:
                 raise DataError(
-                    f"{path}: line {i}, column {header[j]!r}: not a number ({cell!r})"
+                    f"{path}: line {line}, column {header[j]!r}: not a number ({cell!r})"
                 ) from None
     if target is None:
         return Dataset(values, None, str(path), tuple(header))

@@ -123,6 +123,8 @@ def test_fit_overrides_epochs_and_seed(tmp_path: Path) -> None:
         out = tmp_path / "_".join(extra)
         argv = ["fit", XOR_SPEC, "--data", XOR_DATA, "--target", "y", "--out", str(out)]
         assert main([*argv, "--quiet", *extra]) == 0
+        saved = mf.load(out / "model.microfw")  # the saved spec says how it was trained
+        assert saved.training.epochs == 7 and saved.seed == (3 if "--seed" in extra else 48)
         return json.loads((out / "history.json").read_text())["history"]["loss"]
 
     loss = first_loss("--epochs", "7")
@@ -385,6 +387,8 @@ def test_check_needs_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(code, err, "name the plugins to check")
     code, _, err = run(capsys, "check", "colour:relu")
     assert_one_line_error(code, err, "unknown plugin kind 'colour'")
+    code, _, err = run(capsys, "check", "--all", "relu")
+    assert_one_line_error(code, err, "give plugin names or --all, not both")
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

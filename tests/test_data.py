@@ -63,6 +63,8 @@ def test_npz_with_X_and_integer_labels() -> None:
         ("nan.csv", "x1,y\n1,0\nnan,1\n", "y", "NaN or infinite"),
         ("inf.csv", "x1,y\n1,0\n2,inf\n", "y", "y holds 1 NaN or infinite"),
         ("short.csv", "x1,x2,y\n1,2,0\n1,1\n", "y", "line 3 has 2 fields, the header has 3"),
+        # Line numbers are the file's, blank lines counted.
+        ("blank.csv", "x1,y\n\n1,0\n\nabc,1\n", "y", "line 5, column 'x1': not a number"),
         ("d.csv", "x1,x2,y\n1,2,0\n", "label", "no column 'label' for the target"),
         ("d.csv", "x1,x2,y\n1,2,0\n", None, "name the target column with --target"),
         ("only.csv", "y\n1\n", "y", "no feature columns"),
