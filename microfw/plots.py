@@ -123,7 +123,7 @@ def plot_decision_boundary(
     ax = fig.subplots()
     if out.shape[1] == 1:
         score = out[:, 0].reshape(gx.shape)
-        if threshold == 0.5:  # probabilities
+        if threshold == 0.5 and score.min() >= 0.0 and score.max() <= 1.0:  # probabilities
             levels, label = np.linspace(0, 1, 21), "P(y = 1)"
         else:  # scores such as logits: a scale centred on the threshold
             span = max(float(np.max(np.abs(score - threshold))), 1e-12)
@@ -132,14 +132,12 @@ def plot_decision_boundary(
         shade = ax.contourf(gx, gy, score, levels=levels, cmap="RdYlGn", alpha=0.6)
         ax.contour(gx, gy, score, levels=[threshold], colors="k", linewidths=1.5)
         fig.colorbar(shade, ax=ax, label=label)
+        colours = {"cmap": "RdYlGn", "vmin": 0, "vmax": 1}
     else:
         classes = out.argmax(axis=1).reshape(gx.shape)
         k = out.shape[1]
         ax.contourf(gx, gy, classes, levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.4)
-    if out.shape[1] == 1:
-        colours = {"cmap": "RdYlGn", "vmin": 0, "vmax": 1}
-    else:
-        colours = {"cmap": "tab10", "vmin": -0.5, "vmax": out.shape[1] - 0.5}
+        colours = {"cmap": "tab10", "vmin": -0.5, "vmax": k - 0.5}
     ax.scatter(X[:, 0], X[:, 1], c=labels, edgecolors="k", linewidths=0.5, s=30, **colours)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])

@@ -108,6 +108,19 @@ def test_decision_boundary_of_logits_shades_around_the_threshold(tmp_path: Path)
     assert (pixels.min(axis=2) > 0.99).mean() < 0.6
 
 
+def test_outputs_beyond_0_1_at_threshold_0_5_are_shaded_as_scores(tmp_path: Path) -> None:
+    """squared_error keeps 0.5 as its threshold, but a linear output is no probability."""
+
+    class Linear:
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            return 10 * (X[:, :1] + X[:, 1:] - 1.5) + 0.5
+
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    path = plot_decision_boundary(Linear(), X, np.array([0, 0, 0, 1]), tmp_path / "s.png")
+    pixels = assert_real_png(path, 50)
+    assert (pixels.min(axis=2) > 0.99).mean() < 0.6  # not a thin band on a blank plane
+
+
 def test_decision_boundary_of_a_multi_class_model(tmp_path: Path, registry: mf.Registry) -> None:
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0], [3, 0], [0, 3]])
