@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microfw import spec as spec_module
-from microfw.errors import MicrofwError, SpecError
+from microfw.errors import MicrofwError, PluginError, SpecError
 from microfw.interfaces import INTERFACES
 from microfw.registry import Registry, current_registry
 from microfw.spec import plugins_of
@@ -52,8 +52,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
         "format_version": FORMAT_VERSION,
         "microfw_version": __version__,
         "plugins": [
-            _plugin_record(model.registry, kind, name)
-            for kind, name in plugins_of([*model.layers, model.loss, model.optimizer])
+            _plugin_record(model.registry, kind, name, cls)
+            for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
     }
     weights = io.BytesIO()
@@ -143,8 +143,21 @@ def _json_member(path: Any, name: str, raw: bytes) -> Any:
         raise ModelFileError(f"{path}: {name} is not valid JSON ({reason})") from None
 
 
-def _plugin_record(registry: Registry, kind: str, name: str) -> dict[str, Any]:
-    provenance = registry.entry(kind, name).provenance
+def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[str, Any]:
+    """The record of one plugin the model uses; it must be the one its name loads."""
+    entry = registry.entry(kind, name) if registry.has(kind, name) else None
+    if entry is None or entry.cls is not cls:
+        found = (
+            f"registered as {entry.cls.__module__}.{entry.cls.__qualname__}"
+            if entry
+            else "not registered"
+        )
+        raise PluginError(
+            f"cannot save: the model's {kind} {name!r} is {cls.__module__}.{cls.__qualname__}, "
+            f"but that name is {found}, so the file could not be loaded as saved; register "
+            "the class (mf.register) and build the model with it"
+        )
+    provenance = entry.provenance
     return {
         "kind": kind,
         "name": name,

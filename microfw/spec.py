@@ -375,15 +375,16 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def plugins_of(objects: Sequence[Plugin]) -> list[tuple[str, str]]:
-    """Every ``(kind, name)`` used by ``objects`` and the plugins nested in their parameters."""
-    seen: list[tuple[str, str]] = []
+def plugins_of(objects: Sequence[Plugin]) -> list[tuple[str, str, type[Plugin]]]:
+    """Every ``(kind, name, class)`` used by ``objects`` and the plugins nested in their
+    parameters."""
+    seen: list[tuple[str, str, type[Plugin]]] = []
     stack = list(objects)
     while stack:
         obj = stack.pop(0)
         if isinstance(obj, ActivationLayer):
             obj = obj.activation
-        key = (obj.kind, obj.name)
+        key = (obj.kind, obj.name, type(obj))
         if key not in seen:
             seen.append(key)
         stack.extend(v for k in obj.get_params() if isinstance(v := getattr(obj, k), Plugin))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cube_plugin import cube_model
+from cube_plugin import Cube, cube_model
 from zip_members import edit_json, npz, replace
 
 import microfw as mf
@@ -141,6 +141,32 @@ def test_weights_are_checked_against_the_spec(tmp_path: Path) -> None:
     assert "missing array 'layers.2.1'" in message
     assert "unexpected array 'extra'" in message
     assert "layers.2.0 is float64[4, 1], the spec needs float64[3, 1]" in message
+
+
+class NotTheRegisteredSigmoid(mf.Activation):
+    """A sigmoid-named class that is not the registered ``sigmoid``."""
+
+    name = "sigmoid"
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def derivative(self, x: Any, y: Any) -> Any:
+        return np.ones_like(x)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "found"),
+    [(Cube(), "not registered"), (NotTheRegisteredSigmoid(), "registered as microfw_plugins")],
+)
+def test_a_plugin_its_name_would_not_load_is_not_saved(
+    tmp_path: Path, plugin: mf.Activation, found: str
+) -> None:
+    model = mf.Sequential([{"type": "linear", "units": 1}, plugin], input_dim=2, loss="bce")
+    path = tmp_path / "model.microfw"
+    with pytest.raises(mf.PluginError, match=rf"cannot save: the model's activation .*{found}"):
+        model.save(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_plugin_names_the_package(tmp_path: Path) -> None:
