@@ -4,8 +4,9 @@ Three flavours, all with rows = samples unless named otherwise:
 
 * ``SeedsLoop``: the seed tutorials' way (examples as columns, a fresh array per operation).
 * ``LeanLoop``: a careful hand loop with rows = samples and preallocated buffers.
-* ``GemmFloor``: only the matrix products one epoch needs, on preallocated arrays: the time
-  no implementation of this maths on this BLAS can beat.
+* ``GemmFloor``: only the matrix products one epoch needs (every batch, the last one possibly
+  smaller), on preallocated arrays: the time no implementation of this maths on this BLAS
+  can beat.
 
 Hidden activations are relu or sigmoid, the output is sigmoid (squared error or BCE) or
 softmax (categorical cross-entropy); plain gradient descent.
@@ -192,46 +193,32 @@ class LeanLoop:
 
 
 class GemmFloor:
-    """Only the matrix products of one epoch (forward, dW, dX), on preallocated arrays."""
+    """Only the matrix products of one epoch (forward, dW, dX) on preallocated arrays, batch
+    by batch (the last one possibly smaller); one batch of every row without ``batch_size``."""
 
-    def __init__(self, net: Net, X: np.ndarray, Y: np.ndarray, dtype: np.dtype) -> None:
-        m = X.shape[0]
-        self.X = np.ascontiguousarray(X, dtype=dtype)
-        self.params = init_weights(net, dtype)
-        self.a = [self.X] + [np.full((m, w), 0.5, dtype) for w in net.widths[1:]]
-        self.d = [np.full((m, w), 0.1, dtype) for w in net.widths[1:]]
-        self.g = [np.empty_like(W) for W, _ in self.params]
-
-    def epoch(self) -> float:
-        a, d, g = self.a, self.d, self.g
-        for i, (W, _) in enumerate(self.params):
-            np.matmul(a[i], W, out=a[i + 1])
-        for i in range(len(self.params) - 1, -1, -1):
-            np.matmul(a[i].T, d[i], out=g[i])
-            if i > 0:
-                np.matmul(d[i], self.params[i][0].T, out=d[i - 1])
-        return 0.0
-
-
-class GemmFloorBatched:
-    """The GEMM floor of a mini-batch epoch: the products of every batch of ``batch_size``."""
-
-    def __init__(self, net: Net, X: np.ndarray, Y: np.ndarray, dtype: np.dtype, batch_size: int):
-        self.X = np.ascontiguousarray(X, dtype=dtype)
-        self.batch_size = batch_size
-        self.params = init_weights(net, dtype)
-        self.a = [np.full((batch_size, w), 0.5, dtype) for w in net.widths[1:]]
-        self.d = [np.full((batch_size, w), 0.1, dtype) for w in net.widths[1:]]
-        self.g = [np.empty_like(W) for W, _ in self.params]
+    def __init__(
+        self, net: Net, X: np.ndarray, dtype: np.dtype, batch_size: int | None = None
+    ) -> None:
+        n = X.shape[0]
+        bs = batch_size or n
+        X = np.ascontiguousarray(X, dtype=dtype)
+        self.params = [W for W, _ in init_weights(net, dtype)]
+        a = [np.full((bs, w), 0.5, dtype) for w in net.widths[1:]]
+        d = [np.full((bs, w), 0.1, dtype) for w in net.widths[1:]]
+        self.g = [np.empty_like(W) for W in self.params]
+        # Each batch's operands, as views made once: the epoch only runs the products.
+        self.batches = []
+        for start in range(0, n, bs):
+            m = min(bs, n - start)
+            self.batches.append(([X[start : start + m], *(b[:m] for b in a)], [b[:m] for b in d]))
 
     def epoch(self) -> float:
-        n, bs = self.X.shape[0], self.batch_size
-        for start in range(0, n - bs + 1, bs):
-            a = [self.X[start : start + bs], *self.a]
-            for i, (W, _) in enumerate(self.params):
+        params, g = self.params, self.g
+        for a, d in self.batches:
+            for i, W in enumerate(params):
                 np.matmul(a[i], W, out=a[i + 1])
-            for i in range(len(self.params) - 1, -1, -1):
-                np.matmul(a[i].T, self.d[i], out=self.g[i])
+            for i in range(len(params) - 1, -1, -1):
+                np.matmul(a[i].T, d[i], out=g[i])
                 if i > 0:
-                    np.matmul(self.d[i], self.params[i][0].T, out=self.d[i - 1])
+                    np.matmul(d[i], params[i].T, out=d[i - 1])
         return 0.0
