@@ -1,0 +1,46 @@
+"""The benchmark command runs end to end and reports what it measured.
+
+Its speed is never asserted here (timed tests flake on a shared machine): a run whose
+target is missed exits 1, which these tests accept.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_quick_xor_run_prints_every_row_target_and_the_memory_line() -> None:
+    result = run_benchmarks("--quick", "--only", "xor")
+    assert result.returncode in (0, 1), result.stderr
+    out = result.stdout
+    assert "BLAS: " in out and "threads=1" in out
+    assert "xor 2-3-1 (float64, batch full)" in out
+    for contestant in ("microfw", "numpy lean", "numpy seeds", "GEMM floor"):
+        assert f"\n  {contestant} " in out
+    assert "microfw fit set-up, once per fit" in out
+    assert "target microfw/numpy lean <= 1.150: " in out
+    assert "target microfw/torch eager <= 0.333: " in out  # measured, or skipped without torch
+    assert "memory: peak " in out and "growth " in out
+    verdict = out.strip().splitlines()[-1]
+    assert verdict == ("all targets met" if result.returncode == 0 else "1 target(s) missed")
+
+
+def test_an_unknown_workload_is_refused() -> None:
+    result = run_benchmarks("--only", "xor,cifar")
+    assert result.returncode == 2
+    assert "--only: unknown ['cifar']" in result.stderr
+    assert "mnist" in result.stderr  # the workloads that exist
