@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in medians.items():
             print(f"  {name:<14}{_fmt(t):>12}{t / medians['microfw']:>11.2f}x")
         print(
-            f"  microfw fit set-up, once per fit (checks and casts the data, prepares the "
-            f"batches): {_fmt(setup)} ({setup / medians['microfw']:.0%} of an epoch)"
+            f"  microfw, once per fit outside its epochs (data checks, batch set-up): "
+            f"{_fmt(setup)} ({setup / medians['microfw']:.0%} of an epoch)"
         )
         for a, b, limit in TARGETS.get(key, []):
             if b not in medians:

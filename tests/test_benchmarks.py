@@ -31,7 +31,7 @@ def test_quick_xor_run_prints_every_row_target_and_the_memory_line() -> None:
     assert "xor 2-3-1 (float64, batch full)" in out
     for contestant in ("microfw", "numpy lean", "numpy seeds", "GEMM floor"):
         assert f"\n  {contestant} " in out
-    assert "microfw fit set-up, once per fit" in out
+    assert "microfw, once per fit outside its epochs" in out
     assert "target microfw/numpy lean <= 1.150: " in out
     assert "target microfw/torch eager <= 0.333: " in out  # measured, or skipped without torch
     assert "memory: peak " in out and "growth " in out
