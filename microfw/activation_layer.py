@@ -35,11 +35,18 @@ class ActivationLayer(Layer):
     """Set by the model when ``x`` may be overwritten (see :meth:`Sequential` set-up): ``y``
     is then computed over ``x``, saving a buffer and memory traffic."""
 
+    bias: Array | None = None
+    """Set by the model with :attr:`in_place` when the layer before defers its bias to this
+    activation (see :meth:`Layer.defer_bias`): training computes ``f(x + bias)`` over ``x``."""
+
     def forward(self, x: Array, training: bool = True) -> Array:
         if not training:
             return self.activation.forward(x)
         if self.in_place:
-            self.activation.forward_into(x, x)
+            if self.bias is None:
+                self.activation.forward_into(x, x)
+            else:
+                self.activation.forward_bias_into(x, self.bias, x)
             self._x = self._y = x
             return x
         self._x = x

@@ -143,6 +143,16 @@ class Layer(Plugin, abc.ABC):
         """
         raise NotImplementedError
 
+    def defer_bias(self) -> Array | None:
+        """Optional: hand the bias to the next layer, which adds it in its own pass.
+
+        Return the bias array ``(n_out,)`` (the one the optimizer updates) and from then on
+        leave it out of training-mode :meth:`forward` (inference adds it as before); or return
+        None (the default) to keep it. The model asks, once after :meth:`adopt`, when the next
+        layer is an activation that declares ``fuses_bias`` and works over this layer's output.
+        """
+        return None
+
     @abc.abstractmethod
     def forward(self, x: Array, training: bool = True) -> Array:
         """Map ``x`` ``(n_samples, n_in)`` to ``(n_samples, n_out)``.
@@ -197,6 +207,19 @@ class Activation(Plugin, abc.ABC):
     """True if ``backward_into(x, y, dy, dy)`` works, the result overwriting ``dy``: the core
     then computes the gradient over the one the next layer returned (when that layer declares
     ``grad_is_scratch``), keeping fewer arrays in cache. The contract checks verify it."""
+
+    def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
+        """Write ``f(x + bias)`` into ``out``, ``bias`` ``(n_out,)`` added to every row of a
+        2-D ``x`` (``out`` may be ``x``). Called only when :attr:`fuses_bias` is true."""
+        np.add(x, bias, out=out)
+        self.forward_into(out, out)
+
+    fuses_bias = False
+    """True if :meth:`forward_bias_into` adds the bias in the same pass as ``f`` (a compiled
+    kernel), so that it beats the bias add and :meth:`forward_into` apart. The core then
+    hands it the bias of the layer before (see :meth:`Layer.defer_bias`) when it computes
+    ``y`` over that layer's output (which needs :attr:`derivative_from_output`). The contract
+    checks compare the result with ``forward(x + bias)``."""
 
 
 @_interface("loss")

@@ -427,7 +427,8 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
     ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched; with
     ``derivative_from_output``, ``derivative(y, y)`` equals ``derivative(x, y)`` and both work
-    in place over ``x``. Loss: ``value_and_grad`` returns ``(value, grad)``, and for every
+    in place over ``x``; ``forward_bias_into(x, bias, out)`` writes ``forward(x + bias)``, also
+    over ``x``. Loss: ``value_and_grad`` returns ``(value, grad)``, and for every
     registered layer or activation it ``fuses_with`` (which must have no parameters),
     ``fused_value_and_grad`` equals ``value_and_grad`` followed by the layer's ``backward``
     (or declines). Layer: an inference-mode forward equals a
@@ -436,7 +437,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     parameter gradients are the same; with ``output_is_scratch``, overwriting forward's output
     changes neither ``backward``'s result nor the parameter gradients, and with
     ``grad_is_scratch`` overwriting backward's result changes neither the parameter gradients
-    nor the next forward and backward. An activation with ``backward_in_place`` computes the
+    nor the next forward and backward; a bias handed over by ``defer_bias`` is the parameter
+    array itself, and adding it to the training-mode output gives the inference one, with the
+    same gradients. An activation with ``backward_in_place`` computes the
     same gradient over ``dy`` itself. Agreement is to 1e-12
     relative in float64 and 1e-5 in float32.
     """
@@ -536,6 +539,14 @@ def _activation_fast_paths(
         out = dy.copy()
         act.backward_into(x, y, out, out)
         _expect_same(f"backward_into(x, y, dy, dy) ({dtype})", out, expected, rtol)
+    bias = rng.standard_normal(x.shape[1]).astype(dtype)
+    expected = act.forward(x + bias)
+    out = np.full_like(x, np.nan)
+    act.forward_bias_into(x, bias, out)
+    _expect_same(f"forward_bias_into ({dtype})", out, expected, rtol, "forward(x + bias)")
+    z = x.copy()
+    act.forward_bias_into(z, bias, z)
+    _expect_same(f"forward_bias_into(x, bias, x) ({dtype})", z, expected, rtol, "forward(x + bias)")
 
 
 def _layer_fast_paths(
@@ -587,6 +598,18 @@ def _layer_fast_paths(
             _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
         layer.forward(x, training=True)
         _expect_same(f"backward again with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
+    bias = twin.defer_bias()
+    if bias is not None:  # the bias the optimizer updates, then left out of training only
+        if not any(bias is p for p in twin.parameters()):
+            raise AssertionError("defer_bias() must return the bias array parameters() holds")
+        label = "after defer_bias()"
+        trained = np.array(twin.forward(x, training=True)) + bias
+        _expect_same(f"forward(training=True) + bias {label} ({dtype})", trained, inference, rtol)
+        twin.backward(dy.copy())
+        for i, (g, g_twin) in enumerate(zip(grads, twin.gradients(), strict=True)):
+            _expect_same(f"gradient {i} {label} ({dtype})", g_twin, g, rtol)
+        again = twin.forward(x, training=False)
+        _expect_same(f"forward(training=False) {label} ({dtype})", again, inference, rtol)
 
 
 def _expect_same(

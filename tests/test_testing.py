@@ -200,10 +200,34 @@ class SoftsignClaimsBackwardInPlace(Softsign):
         out *= dy
 
 
+class SoftsignBiasIgnored(Softsign):
+    """y = x / (1 + |x|) whose fused bias pass forgets the bias."""
+
+    name = "softsign_bias_ignored"
+    fuses_bias = True
+
+    def forward_bias_into(self, x, bias, out):
+        self.forward_into(x, out)
+
+
+class SoftsignBiasOverwritesX(Softsign):
+    """y = x / (1 + |x|) whose fused bias pass writes out before reading x."""
+
+    name = "softsign_bias_overwrites_x"
+    fuses_bias = True
+
+    def forward_bias_into(self, x, bias, out):
+        out[...] = bias
+        out += x
+        self.forward_into(out, out)
+
+
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
         (SoftsignClaimsBackwardInPlace, r"backward_into\(x, y, dy, dy\) \(float64\) differs"),
+        (SoftsignBiasIgnored, r"forward_bias_into \(float64\) differs from forward\(x \+ bias\)"),
+        (SoftsignBiasOverwritesX, r"forward_bias_into\(x, bias, x\) \(float64\) differs"),
         (SoftsignClaimsOutputDerivative, r"derivative\(y, y\) \(float64\) differs"),
         (SoftsignFastForwardOff, r"forward_into \(float64\) differs from the plain method"),
         (SoftsignFastBackwardOff, r"backward_into \(float64\) differs"),
@@ -311,6 +335,26 @@ class LinearAdoptsCopies(Linear):
 
     def adopt(self, params, grads):
         super().adopt([p.copy() for p in params], [g.copy() for g in grads])
+
+
+class LinearDefersACopy(Linear):
+    """y = x W + b that hands over a copy of its bias (the optimizer's updates never reach
+    the next layer)."""
+
+    name = "linear_defers_a_copy"
+
+    def defer_bias(self):
+        super().defer_bias()
+        return self.b.copy()
+
+
+class LinearDefersAndAdds(Linear):
+    """y = x W + b that hands over its bias but still adds it in training."""
+
+    name = "linear_defers_and_adds"
+
+    def defer_bias(self):
+        return self.b
 
 
 class SoftmaxClaimsScratch(Softmax):
@@ -422,6 +466,8 @@ def test_broken_loss_fusions_are_caught(cls, expected):
         (LinearAdoptsHalfway, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
         (LinearAdoptsCopies, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
         (SoftmaxClaimsScratch, "check_fast_paths", r"backward with forward's output overwritten"),
+        (LinearDefersACopy, "check_fast_paths", r"defer_bias\(\) must return the bias array"),
+        (LinearDefersAndAdds, "check_fast_paths", r"forward\(training=True\) \+ bias after"),
     ],
 )
 def test_broken_layers_are_caught(cls, check, expected):
