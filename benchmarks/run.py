@@ -164,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
             f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}"
         )
+    if peers.available("numba"):
+        import numba
+
+        print(f"numba {numba.__version__}: compiled kernels on (the fast extra)")
+    else:
+        print("numba not installed: NumPy paths only (pip install '.[fast]')")
     if peers.available("torch"):
         import torch
 

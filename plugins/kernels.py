@@ -46,6 +46,34 @@ def _bias_relu(x: Any, bias: Any, out: Any) -> None:
                 out[i, j] = 0
 
 
+def sgd_step(
+    p: Array, g: Array, v: Array, lr: float, momentum: float = 0.0, nesterov: bool = False
+) -> None:
+    """One SGD step over 1-D ``p`` with gradient ``g`` and velocity ``v`` (unused without
+    momentum), in one pass: ``p -= lr g``; with momentum ``v = momentum v - lr g`` and
+    ``p += v`` (nesterov: ``p += momentum v - lr g``). Compiled only: NumPy callers keep
+    their own passes. Scalars are taken in ``p``'s dtype, as NumPy does."""
+    t = p.dtype.type
+    _compiled(_sgd_step)(p, g, v, t(lr), t(momentum), nesterov)
+
+
+def _sgd_step(p: Any, g: Any, v: Any, lr: Any, momentum: Any, nesterov: bool) -> None:
+    if momentum == 0:
+        for i in range(p.size):
+            p[i] -= g[i] * lr
+    elif nesterov:
+        for i in range(p.size):
+            step = g[i] * lr
+            velocity = v[i] * momentum - step
+            v[i] = velocity
+            p[i] = (p[i] - step) + velocity * momentum
+    else:
+        for i in range(p.size):
+            velocity = v[i] * momentum - g[i] * lr
+            v[i] = velocity
+            p[i] += velocity
+
+
 @functools.cache
 def _compiled(function: Callable[..., None]) -> Callable[..., None]:
     """``function`` compiled by numba, cached on disk when its directory allows it."""

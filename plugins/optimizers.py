@@ -10,6 +10,8 @@ from pydantic import Field
 from microfw import Optimizer, hookimpl
 from microfw.interfaces import Array
 
+from . import kernels
+
 
 class SGD(Optimizer):
     """p -= lr g; with momentum v = momentum v - lr g, p += v (nesterov: p += momentum v - lr g)."""
@@ -28,6 +30,10 @@ class SGD(Optimizer):
         if not hasattr(self, "_plan"):  # state created on the first step
             self._plan = _Plan(with_velocity=self.momentum > 0)
         chunks = self._plan.chunks_for(params, grads)
+        if kernels.AVAILABLE:  # one compiled pass per array, same bits as the passes below
+            for p, g, v in self._plan.arrays:
+                kernels.sgd_step(p, g, v, lr, self.momentum, self.nesterov)
+            return
         if not self.momentum:
             for pc, gc, _, s in chunks:
                 np.multiply(gc, lr, out=s)
@@ -56,7 +62,9 @@ class _Plan:
 
     The chunks ``(param, grad, velocity, scratch)`` cover every parameter in pieces of at most
     ``_CHUNK`` elements; updating piece by piece in one small scratch array needs no temporary
-    of a parameter's size. They are made once and remade only when other arrays are passed.
+    of a parameter's size. ``arrays`` holds the whole flat ``(param, grad, velocity)`` triples
+    the compiled step walks instead. Both are made once and remade only when other arrays are
+    passed.
     """
 
     def __init__(self, *, with_velocity: bool) -> None:
@@ -64,6 +72,7 @@ class _Plan:
         self.params: list[Array] = []
         self.grads: list[Array] = []
         self.velocity: list[Array] = []
+        self.arrays: list[tuple[Array, Array, Array]] = []  # (param, grad, velocity), flat
         self.chunks: list[tuple[Array, Array, Array, Array]] = []
 
     def chunks_for(
@@ -86,6 +95,7 @@ class _Plan:
         scratch = np.empty(min(largest, _CHUNK), dtype=params[0].dtype if params else float)
         velocity = self.velocity or params  # without momentum the slot is unused
         chunks = []
+        self.arrays = []
         for p, g, v in zip(params, grads, velocity, strict=True):
             if not (p.flags.c_contiguous and g.flags.c_contiguous):
                 raise ValueError(
@@ -93,6 +103,7 @@ class _Plan:
                     f"{p.shape} is not contiguous (a layer must expose its own arrays)"
                 )
             flat = [a.reshape(-1) for a in (p, g, v)]
+            self.arrays.append((flat[0], flat[1], flat[2]))
             for start in range(0, p.size, _CHUNK):
                 pc, gc, vc = (a[start : start + _CHUNK] for a in flat)
                 chunks.append((pc, gc, vc, scratch[: pc.size]))

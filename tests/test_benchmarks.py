@@ -28,6 +28,7 @@ def test_quick_xor_run_prints_every_row_target_and_the_memory_line() -> None:
     assert result.returncode in (0, 1), result.stderr
     out = result.stdout
     assert "BLAS: " in out and "threads=1" in out
+    assert "compiled kernels on" in out  # the test command installs the fast extra
     assert "xor 2-3-1 (float64, batch full)" in out
     for contestant in ("microfw", "numpy lean", "numpy seeds", "GEMM floor"):
         assert f"\n  {contestant} " in out

@@ -311,3 +311,33 @@ def test_bias_relu_gives_numpys_bits(
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, expected)
     assert np.array_equal(np.signbit(out), np.signbit(expected))  # NaN signs and zeros too
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}], ids=str
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_compiled_sgd_step_gives_the_numpy_passes_bits(
+    params: dict[str, Any], dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microfw_plugins import kernels
+
+    sgd = mf.default_registry().get("optimizer", "sgd")
+    rng = np.random.default_rng(5)
+    shapes = [(40_000,), (3, 7), (5,)]  # the first spans several of the NumPy path's chunks
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+        optimizer = sgd(lr=0.05, **params)
+        weights = [w.copy() for w in start]
+        grads = [np.empty_like(w) for w in weights]
+        steps = np.random.default_rng(6)
+        for _ in range(4):
+            for g in grads:
+                g[...] = steps.standard_normal(g.shape)
+            optimizer.step(weights, grads)
+        results.append(weights)
+    for compiled, plain in zip(*results, strict=True):
+        assert compiled.dtype == dtype
+        np.testing.assert_array_equal(compiled, plain)
