@@ -5,14 +5,15 @@ dominate what is left of an epoch. A kernel here does several operations in one 
 plain Python compiled by numba on first use (about 0.3 s, cached on disk where numba can) and
 computes exactly what its NumPy equivalent does, bit for bit.
 
-Without numba, :data:`AVAILABLE` is false: the kernels run as NumPy operations and the plugins
-do not declare the fusions they enable.
+Without numba (or with ``NUMBA_DISABLE_JIT=1``), :data:`AVAILABLE` is false: the plugins take
+their NumPy paths, with the same results, and do not declare the fusions the kernels enable.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,12 @@ import numpy as np
 
 from microfw.interfaces import Array
 
-AVAILABLE = importlib.util.find_spec("numba") is not None
-"""Whether numba can be imported (it is imported only when a kernel is first used)."""
+AVAILABLE = importlib.util.find_spec("numba") is not None and os.environ.get(
+    "NUMBA_DISABLE_JIT", "0"
+) in ("", "0")
+"""Whether numba can be imported (it is imported only when a kernel is first used) and
+compiles: with ``NUMBA_DISABLE_JIT=1`` (numba's debugging switch, which would run the kernels
+as slow Python loops) the NumPy paths are taken instead."""
 
 
 def bias_relu(x: Array, bias: Array, out: Array) -> None:

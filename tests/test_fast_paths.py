@@ -3,6 +3,9 @@ input gradient, packed parameters, chunked SGD) train exactly like the straightf
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -341,3 +344,16 @@ def test_the_compiled_sgd_step_gives_the_numpy_passes_bits(
     for compiled, plain in zip(*results, strict=True):
         assert compiled.dtype == dtype
         np.testing.assert_array_equal(compiled, plain)
+
+
+def test_numbas_debugging_switch_turns_to_the_numpy_paths() -> None:
+    """NUMBA_DISABLE_JIT=1 would run the kernels as Python loops: they are not used then."""
+    code = (
+        "from microfw_plugins import kernels, activations; "
+        "print(kernels.AVAILABLE, activations.ReLU.fuses_bias)"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]
