@@ -43,9 +43,10 @@ class Callback:
         """After the update of batch ``batch``; ``logs`` holds its ``loss`` and ``size``."""
 
 
-def overrides_batch_end(callback: Callback) -> bool:
-    """Whether ``callback`` implements :meth:`Callback.on_batch_end`."""
-    return type(callback).on_batch_end is not Callback.on_batch_end
+def overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback``'s class implements the hook ``hook`` (e.g. ``"on_batch_end"``):
+    the fit loop calls a per-batch or per-epoch hook only on the callbacks that do."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
 class EarlyStopping(Callback):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microfw.buffers import WorkBuffer
-from microfw.callbacks import Callback, Logs, overrides_batch_end
+from microfw.callbacks import Callback, Logs, overrides
 from microfw.errors import MicrofwError
 from microfw.interfaces import Array, Optimizer
 from microfw.metrics import Accuracy, accuracy_for
@@ -109,7 +109,10 @@ def _fit(
     callbacks = list(callbacks)
     for callback in callbacks:
         callback.set_model(model)
-    batch_callbacks = [c for c in callbacks if overrides_batch_end(c)]
+    epoch_begin, epoch_end, batch_end = (
+        [c for c in callbacks if overrides(c, hook)]
+        for hook in ("on_epoch_begin", "on_epoch_end", "on_batch_end")
+    )
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.optimizer_arrays()
     # What to restore if a loss or an update is not finite: the weights at the start of the
@@ -123,7 +126,7 @@ def _fit(
     for callback in callbacks:
         callback.on_train_begin({"epochs": config.epochs, "batches": len(data)})
     for epoch in range(config.epochs):
-        for callback in callbacks:
+        for callback in epoch_begin:
             callback.on_epoch_begin(epoch, {})
         total = 0.0
         correct = 0
@@ -142,12 +145,12 @@ def _fit(
             total += value * m
             if accuracy is not None:
                 correct += accuracy.correct(out, tb)
-            for callback in batch_callbacks:
+            for callback in batch_end:
                 callback.on_batch_end(b, {"loss": value, "size": m})
         model.optimizer.end_epoch()
         # A finite loss can still give an update that overflows; the next batch's loss would
         # show it, but after the last batch of the last epoch nothing else would.
-        if not all(all_finite(p) for p in params):
+        if not all(map(all_finite, params)):
             _restore(params, last_good, model.optimizer)
             what = "an update made the weights non-finite"
             raise _diverged(what, epoch, len(data) - 1, good_epoch, history)
@@ -161,7 +164,7 @@ def _fit(
             if val_accuracy is not None and val_targets is not None:
                 logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
         history.append(epoch, logs)
-        for callback in callbacks:
+        for callback in epoch_end:
             callback.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

@@ -30,10 +30,8 @@ class SGD(Optimizer):
         if not hasattr(self, "_plan"):  # state created on the first step
             self._plan = _Plan(with_velocity=self.momentum > 0)
         chunks = self._plan.chunks_for(params, grads)
-        if kernels.AVAILABLE:  # one compiled pass per array, same bits as the passes below
-            for p, g, v in self._plan.arrays:
-                kernels.sgd_step(p, g, v, lr, self.momentum, self.nesterov)
-            return
+        for p, g, v in self._plan.compiled:  # one pass each, the same bits as the chunks'
+            kernels.sgd_step(p, g, v, lr, self.momentum, self.nesterov)
         if not self.momentum:
             for pc, gc, _, s in chunks:
                 np.multiply(gc, lr, out=s)
@@ -56,15 +54,20 @@ _CHUNK = 16384
 """Elements updated at a time: the scratch array stays in cache, and no temporary of a
 parameter's size is allocated."""
 
+_COMPILED_MIN = 4096
+"""Arrays from this size take the compiled step (with numba); below it, calling either path
+costs more than the arithmetic (on the XOR network's 13 weights the compiled call measured
+slower)."""
+
 
 class _Plan:
     """SGD's state: velocities (in parameter order) and the flat chunks the update walks.
 
     The chunks ``(param, grad, velocity, scratch)`` cover every parameter in pieces of at most
     ``_CHUNK`` elements; updating piece by piece in one small scratch array needs no temporary
-    of a parameter's size. ``arrays`` holds the whole flat ``(param, grad, velocity)`` triples
-    the compiled step walks instead. Both are made once and remade only when other arrays are
-    passed.
+    of a parameter's size. With numba, arrays of at least ``_COMPILED_MIN`` elements are in
+    ``compiled`` instead, as whole flat ``(param, grad, velocity)`` triples for the compiled
+    step. Both are made once and remade only when other arrays are passed.
     """
 
     def __init__(self, *, with_velocity: bool) -> None:
@@ -72,7 +75,7 @@ class _Plan:
         self.params: list[Array] = []
         self.grads: list[Array] = []
         self.velocity: list[Array] = []
-        self.arrays: list[tuple[Array, Array, Array]] = []  # (param, grad, velocity), flat
+        self.compiled: list[tuple[Array, Array, Array]] = []  # (param, grad, velocity), flat
         self.chunks: list[tuple[Array, Array, Array, Array]] = []
 
     def chunks_for(
@@ -95,7 +98,7 @@ class _Plan:
         scratch = np.empty(min(largest, _CHUNK), dtype=params[0].dtype if params else float)
         velocity = self.velocity or params  # without momentum the slot is unused
         chunks = []
-        self.arrays = []
+        self.compiled = []
         for p, g, v in zip(params, grads, velocity, strict=True):
             if not (p.flags.c_contiguous and g.flags.c_contiguous):
                 raise ValueError(
@@ -103,7 +106,9 @@ class _Plan:
                     f"{p.shape} is not contiguous (a layer must expose its own arrays)"
                 )
             flat = [a.reshape(-1) for a in (p, g, v)]
-            self.arrays.append((flat[0], flat[1], flat[2]))
+            if kernels.AVAILABLE and p.size >= _COMPILED_MIN:
+                self.compiled.append((flat[0], flat[1], flat[2]))
+                continue
             for start in range(0, p.size, _CHUNK):
                 pc, gc, vc = (a[start : start + _CHUNK] for a in flat)
                 chunks.append((pc, gc, vc, scratch[: pc.size]))
