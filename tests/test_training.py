@@ -265,3 +265,33 @@ def test_divergence_in_the_first_epoch_keeps_the_initial_weights() -> None:
     assert info.value.history.history == {}
     for got, want in zip(model.get_weights(), initial, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_each_hook_reaches_the_callbacks_implementing_it_inherited_or_not() -> None:
+    """fit calls the per-epoch and per-batch hooks only where a class implements them; an
+    implementation inherited from a parent class counts."""
+
+    class EpochEndsOnly(mf.Callback):
+        def __init__(self) -> None:
+            self.ends: list[int] = []
+
+        def on_epoch_end(self, epoch: int, logs: mf.callbacks.Logs) -> None:
+            self.ends.append(epoch)
+
+    class InheritsEverything(Recorder):
+        pass
+
+    X, y = regression_data(6)
+    model = mf.Sequential([{"type": "linear", "units": 1}], input_dim=2, loss="squared_error")
+    ends, inherited = EpochEndsOnly(), InheritsEverything()
+    model.fit(X, y, epochs=2, batch_size=3, callbacks=[ends, inherited])
+    assert ends.ends == [0, 1]
+    assert inherited.events == [
+        "train_begin",
+        "epoch_begin 0",
+        "epoch_end 0",
+        "epoch_begin 1",
+        "epoch_end 1",
+        "train_end",
+    ]
+    assert [b["batch"] for b in inherited.batches] == [0, 1, 0, 1]
