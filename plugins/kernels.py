@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +50,30 @@ def _bias_relu(x: Any, bias: Any, out: Any) -> None:
                 out[i, j] = v
             else:
                 out[i, j] = 0
+
+
+def softmax_rows(x: Array, out: Array) -> None:
+    """``out[i] = exp(x[i] - max(x[i])) / sum(exp(x[i] - max(x[i])))`` for each row of a 2-D
+    ``x``, one row at a time (compiled only: the softmax layer has its NumPy passes). Agrees
+    with them to rounding (exp and the row sum may differ in the last bit); a row holding NaN,
+    or infinities of both signs, gives NaN as there."""
+    _compiled(_softmax_rows)(x, out)
+
+
+def _softmax_rows(x: Any, out: Any) -> None:
+    rows, cols = x.shape
+    for i in range(rows):
+        top = x[i, 0]
+        for j in range(1, cols):
+            if x[i, j] > top or x[i, j] != x[i, j]:  # NaN wins, as in np.maximum
+                top = x[i, j]
+        total = 0.0
+        for j in range(cols):
+            e = math.exp(x[i, j] - top)
+            out[i, j] = e
+            total += e
+        for j in range(cols):
+            out[i, j] /= total
 
 
 def sgd_step(

@@ -10,6 +10,8 @@ from pydantic import Field
 from microfw import Initializer, Layer, WorkBuffer, hookimpl, ref
 from microfw.interfaces import RNG, Array
 
+from . import kernels
+
 
 class Linear(Layer):
     """y = x W + b, with W (n_in, units) and b (units,)."""
@@ -125,6 +127,13 @@ class Softmax(Layer):
 
     def forward(self, x: Array, training: bool = True) -> Array:
         y = self._y_buffer.get(x.shape, x.dtype) if training else np.empty_like(x)
+        # Compiled, row by row: faster while per-call costs dominate (128 x 10: 6.7 us
+        # against 10.9); on larger arrays NumPy's vectorised exp wins (1024 x 10: 51 against 29).
+        if kernels.AVAILABLE and x.size <= 4096:
+            kernels.softmax_rows(x, y)
+            if training:
+                self._y = y
+            return y
         per_row = self._rows.get((x.shape[0],), x.dtype)
         # Subtracting the row maximum keeps exp() in (0, 1]: no overflow for large inputs.
         row_max(x, out=per_row)

@@ -357,3 +357,34 @@ def test_numbas_debugging_switch_turns_to_the_numpy_paths() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_compiled_softmax_agrees_with_numpys_passes(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches take the compiled row-by-row softmax: the same values to rounding, the
+    same NaN rows, and no overflow for large inputs."""
+    from microfw_plugins import kernels
+
+    softmax = mf.default_registry().get("layer", "softmax")
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((40, 10)) * 5).astype(dtype)
+    x[0, 3] = 1e4  # exp would overflow without the row maximum
+    x[1, :] = -np.inf
+    x[2, 4] = np.nan
+    x[3, 1], x[3, 2] = np.inf, -np.inf
+    x[4, :] = np.finfo(dtype).max
+    outputs = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+        layer = softmax()
+        with np.errstate(invalid="ignore"):
+            outputs[compiled] = (layer.forward(x, True).copy(), layer.forward(x, False))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for compiled, plain in zip(outputs[True], outputs[False], strict=True):
+        assert compiled.dtype == dtype
+        np.testing.assert_array_equal(np.isnan(compiled), np.isnan(plain))
+        np.testing.assert_allclose(compiled, plain, rtol=rtol, atol=1e-30)
+    assert np.isnan(outputs[True][0][[1, 2, 3]]).all()  # -inf rows, NaN, inf - inf
+    np.testing.assert_allclose(outputs[True][0][[0, 4]].sum(axis=1), 1, rtol=rtol)
