@@ -76,6 +76,35 @@ def _softmax_rows(x: Any, out: Any) -> None:
             out[i, j] /= total
 
 
+def softmax_crossentropy(p: Array, y: Array, eps: float, grad: Array) -> float | None:
+    """Categorical cross-entropy of softmax outputs ``p`` against targets ``y``, both
+    ``(m, k)``: returns ``-sum(y log p) / m`` and writes the gradient with respect to the
+    softmax's input, ``(p s - y) / m`` with ``s`` the row sums of ``y``, into ``grad``. Returns
+    None where a ``p`` facing a non-zero target lies outside ``[eps, 1 - eps]`` (the caller
+    then clips). A NaN ``p`` makes the value NaN. Compiled only; the logarithm is taken only
+    where ``y`` is not zero."""
+    value, ok = _compiled(_softmax_crossentropy)(p, y, p.dtype.type(eps), grad)
+    return float(value) if ok else None
+
+
+def _softmax_crossentropy(p: Any, y: Any, eps: Any, grad: Any) -> tuple[float, bool]:
+    rows, cols = p.shape
+    total = 0.0
+    for i in range(rows):
+        s = 0.0
+        for j in range(cols):
+            s += y[i, j]
+        for j in range(cols):
+            if y[i, j] != 0:
+                if p[i, j] < eps or p[i, j] > 1 - eps:
+                    return 0.0, False
+                total += y[i, j] * math.log(p[i, j])
+            elif p[i, j] != p[i, j]:
+                total += p[i, j]  # NaN, as 0 * log(NaN) makes it in NumPy
+            grad[i, j] = (p[i, j] * s - y[i, j]) / rows
+    return -total / rows, True
+
+
 def sgd_step(
     p: Array, g: Array, v: Array, lr: float, momentum: float = 0.0, nesterov: bool = False
 ) -> None:

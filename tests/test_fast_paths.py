@@ -388,3 +388,53 @@ def test_the_compiled_softmax_agrees_with_numpys_passes(
         np.testing.assert_allclose(compiled, plain, rtol=rtol, atol=1e-30)
     assert np.isnan(outputs[True][0][[1, 2, 3]]).all()  # -inf rows, NaN, inf - inf
     np.testing.assert_allclose(outputs[True][0][[0, 4]].sum(axis=1), 1, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_compiled_softmax_crossentropy_agrees_with_numpys_passes(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Value to rounding, gradient and declines as the NumPy path: soft targets, a clipped
+    p facing a zero target (fused) or a non-zero one (declined), NaN."""
+    from microfw_plugins import kernels
+
+    registry = mf.default_registry()
+    loss, softmax = (
+        registry.get("loss", "categorical_crossentropy")(),
+        registry.get("layer", "softmax")(),
+    )
+    rng = np.random.default_rng(9)
+    p = rng.dirichlet(np.ones(4), 12).astype(dtype)
+    y = rng.dirichlet(np.ones(4), 12).astype(dtype)
+    y[:6] = np.eye(4, dtype=dtype)[rng.integers(0, 4, 6)]  # one-hot rows too
+    cases = {"soft and one-hot": (p, y)}
+    tiny = p.copy()
+    tiny[0] = [1e-9, 0.5, 0.25, 0.25 - 1e-9]
+    zero_target, non_zero_target = y.copy(), y.copy()
+    zero_target[0], non_zero_target[0] = [0, 1, 0, 0], [1, 0, 0, 0]
+    cases["clipped p, zero target"] = (tiny, zero_target)
+    cases["clipped p, non-zero target"] = (tiny, non_zero_target)
+    nan = p.copy()
+    nan[3, 2] = np.nan
+    cases["NaN p"] = (nan, np.eye(4, dtype=dtype)[[0] * 12])
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    declined = []
+    for name, (p_case, y_case) in cases.items():
+        results = []
+        for compiled in (True, False):
+            monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+            with np.errstate(invalid="ignore"):
+                results.append(loss.fused_value_and_grad(softmax, p_case, y_case))
+        compiled_result, plain_result = results
+        if plain_result is None:
+            assert compiled_result is None, name
+            declined.append(name)
+            continue
+        assert compiled_result is not None, name
+        if np.isnan(plain_result[0]):
+            assert np.isnan(compiled_result[0]), name
+        else:
+            assert compiled_result[0] == pytest.approx(plain_result[0], rel=rtol), name
+        assert compiled_result[1].dtype == dtype
+        np.testing.assert_allclose(compiled_result[1], plain_result[1], rtol=rtol, atol=1e-30)
+    assert declined == ["clipped p, non-zero target"]
