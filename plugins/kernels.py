@@ -52,6 +52,18 @@ def _bias_relu(x: Any, bias: Any, out: Any) -> None:
                 out[i, j] = 0
 
 
+def outer(a: Array, b: Array, out: Array) -> None:
+    """``out[i, j] = a[i] * b[j]`` for 1-D ``a`` and ``b`` (compiled only), the same bits as
+    ``np.multiply.outer``."""
+    _compiled(_outer)(a, b, out)
+
+
+def _outer(a: Any, b: Any, out: Any) -> None:
+    for i in range(a.size):
+        for j in range(b.size):
+            out[i, j] = a[i] * b[j]
+
+
 def softmax_rows(x: Array, out: Array) -> None:
     """``out[i] = exp(x[i] - max(x[i])) / sum(exp(x[i] - max(x[i])))`` for each row of a 2-D
     ``x``, one row at a time (compiled only: the softmax layer has its NumPy passes). Agrees

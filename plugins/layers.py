@@ -90,7 +90,9 @@ class Linear(Layer):
             return dy
         dx = self._dx.get((dy.shape[0], self.W.shape[0]), self.W.dtype)
         if self.units == 1:  # an outer product: faster than a GEMM with k = 1
-            if dx.size >= 1024:  # einsum: 12.6 us against 20 broadcasting on 900 x 25
+            if kernels.AVAILABLE:
+                kernels.outer(dy[:, 0], self.W[:, 0], dx)
+            elif dx.size >= 1024:  # einsum: 12.6 us against 20 broadcasting on 900 x 25
                 np.einsum("i,j->ij", dy[:, 0], self.W[:, 0], out=dx, casting="same_kind")
             else:  # but 1 us more per call
                 np.multiply(dy, self.W.T, out=dx)

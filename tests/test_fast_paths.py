@@ -438,3 +438,25 @@ def test_the_compiled_softmax_crossentropy_agrees_with_numpys_passes(
         assert compiled_result[1].dtype == dtype
         np.testing.assert_allclose(compiled_result[1], plain_result[1], rtol=rtol, atol=1e-30)
     assert declined == ["clipped p, non-zero target"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [4, 900])  # below and above the einsum threshold
+def test_a_one_unit_linear_layer_gives_the_same_input_gradient_compiled_or_not(
+    dtype: type, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microfw_plugins import kernels
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((rows, 25)).astype(dtype)
+    dy = rng.standard_normal((rows, 1)).astype(dtype)
+    grads = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+        layer = Linear(units=1)
+        layer.build(25, np.random.default_rng(0), np.dtype(dtype))
+        layer.forward(x, True)
+        grads.append(np.array(layer.backward(dy)))
+    assert grads[0].dtype == dtype
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], np.multiply.outer(dy[:, 0], layer.W[:, 0]))
