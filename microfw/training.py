@@ -118,6 +118,7 @@ def _fit(
     # What to restore if a loss or an update is not finite: the weights at the start of the
     # latest epoch whose first loss was finite (good_epoch), else the initial weights.
     last_good = [p.copy() for p in params]
+    snapshot = list(zip(last_good, params, strict=True))
     good_epoch: int | None = None
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
@@ -137,8 +138,8 @@ def _fit(
                 what = f"the training loss became {value}"
                 raise _diverged(what, epoch, b, good_epoch, history)
             if b == 0:  # weights with a finite loss: the ones to go back to
-                for keep, p in zip(last_good, params, strict=True):
-                    np.copyto(keep, p)
+                for keep, p in snapshot:
+                    keep[...] = p
                 good_epoch = epoch
             step(params, grads)
             m = xb.shape[0]
