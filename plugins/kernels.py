@@ -3,10 +3,11 @@
 NumPy spends one pass over an array per operation; right after a matrix product those passes
 dominate what is left of an epoch. A kernel here does several operations in one pass. Each is
 plain Python compiled by numba on first use (about 0.3 s, cached on disk where numba can) and
-computes exactly what its NumPy equivalent does, bit for bit.
+computes what its NumPy equivalent does: bit for bit, except the softmax kernels, whose exp, log
+and row sums may differ in the last bit.
 
 Without numba (or with ``NUMBA_DISABLE_JIT=1``), :data:`AVAILABLE` is false: the plugins take
-their NumPy paths, with the same results, and do not declare the fusions the kernels enable.
+their NumPy paths and do not declare the fusions the kernels enable.
 """
 
 from __future__ import annotations
@@ -146,11 +147,11 @@ def _sgd_step(p: Any, g: Any, v: Any, lr: Any, momentum: Any, nesterov: bool) ->
 
 
 @functools.cache
-def _compiled(function: Callable[..., None]) -> Callable[..., None]:
+def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` compiled by numba, cached on disk when its directory allows it."""
     import numba
 
     try:
-        return numba.njit(cache=True, nogil=True)(function)  # type: ignore[no-any-return]
+        return numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # no writable cache location: compile in memory each process
-        return numba.njit(nogil=True)(function)  # type: ignore[no-any-return]
+        return numba.njit(nogil=True)(function)
