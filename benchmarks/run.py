@@ -164,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
             f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}"
         )
-    if peers.available("numba"):
+    from microfw_plugins import kernels
+
+    if kernels.available():
         import numba
 
         print(f"numba {numba.__version__}: compiled kernels on (the fast extra)")
     else:
-        print("numba not installed: NumPy paths only (pip install '.[fast]')")
+        print("compiled kernels off (numba missing or disabled): NumPy paths only")
     if peers.available("torch"):
         import torch
 

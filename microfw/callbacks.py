@@ -2,8 +2,9 @@
 
 A callback overrides any of the ``on_*`` methods; ``logs`` holds the epoch's metrics
 (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``). Setting ``self.model.stop_training``
-ends training after the current epoch. ``on_batch_end`` is only called for callbacks that
-override it, so the per-batch path stays lean otherwise.
+ends training after the current epoch. The per-batch and per-epoch hooks are only called on
+callbacks that implement them (in their class, or set on the instance by ``on_train_begin`` at
+the latest), so the training loop stays lean otherwise.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class Callback:
 
 
 def overrides(callback: Callback, hook: str) -> bool:
-    """Whether ``callback``'s class implements the hook ``hook`` (e.g. ``"on_batch_end"``):
-    the fit loop calls a per-batch or per-epoch hook only on the callbacks that do."""
-    return getattr(type(callback), hook) is not getattr(Callback, hook)
+    """Whether ``callback`` implements the hook ``hook`` (e.g. ``"on_batch_end"``), in its
+    class or as an attribute of its own: the fit loop, once training has begun, calls a
+    per-batch or per-epoch hook only on the callbacks that do."""
+    method = getattr(callback, hook)
+    return getattr(method, "__func__", method) is not getattr(Callback, hook)
 
 
 class EarlyStopping(Callback):

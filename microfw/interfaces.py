@@ -210,16 +210,16 @@ class Activation(Plugin, abc.ABC):
 
     def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
         """Write ``f(x + bias)`` into ``out``, ``bias`` ``(n_out,)`` added to every row of a
-        2-D ``x`` (``out`` may be ``x``). Called only when :attr:`fuses_bias` is true."""
-        np.add(x, bias, out=out)
-        self.forward_into(out, out)
+        2-D ``x`` (``out`` may be ``x``). Called only when :attr:`fuses_bias` is true, so an
+        activation declaring it overrides this default."""
+        np.copyto(out, self.forward(x + bias))
 
     fuses_bias = False
     """True if :meth:`forward_bias_into` adds the bias in the same pass as ``f`` (a compiled
     kernel), so that it beats the bias add and :meth:`forward_into` apart. The core then
     hands it the bias of the layer before (see :meth:`Layer.defer_bias`) when it computes
     ``y`` over that layer's output (which needs :attr:`derivative_from_output`). The contract
-    checks compare the result with ``forward(x + bias)``."""
+    checks then compare the result with ``forward(x + bias)``."""
 
 
 @_interface("loss")

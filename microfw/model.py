@@ -43,7 +43,8 @@ class Sequential:
     Args:
         layers: layer or activation names (``"sigmoid"``), dicts (``{"type": "linear",
             "units": 3}``; ``"activation"`` appends that activation), or instances.
-            Instances are used as given and (re)built by the model.
+            Instances are used as given and (re)built by the model, which also sets how
+            they work together: an instance belongs to one model.
         input_dim: number of input features.
         loss: a loss name, dict or instance.
         optimizer: an optimizer name, dict or instance (default ``"sgd"``).

@@ -109,10 +109,6 @@ def _fit(
     callbacks = list(callbacks)
     for callback in callbacks:
         callback.set_model(model)
-    epoch_begin, epoch_end, batch_end = (
-        [c for c in callbacks if overrides(c, hook)]
-        for hook in ("on_epoch_begin", "on_epoch_end", "on_batch_end")
-    )
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.optimizer_arrays()
     # What to restore if a loss or an update is not finite: the weights at the start of the
@@ -126,6 +122,10 @@ def _fit(
     logs: Logs = {}
     for callback in callbacks:
         callback.on_train_begin({"epochs": config.epochs, "batches": len(data)})
+    epoch_begin, epoch_end, batch_end = (
+        [c for c in callbacks if overrides(c, hook)]
+        for hook in ("on_epoch_begin", "on_epoch_end", "on_batch_end")
+    )
     for epoch in range(config.epochs):
         for callback in epoch_begin:
             callback.on_epoch_begin(epoch, {})

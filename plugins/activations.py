@@ -106,9 +106,13 @@ class ReLU(Activation):
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.multiply(dy, x > 0, out=out)  # reads dy before writing: out may be dy
 
-    # With numba, the bias of the linear layer before is added in the same pass as the
-    # maximum: about 8% of an epoch of the moons network.
-    fuses_bias = kernels.AVAILABLE
+    @property  # type: ignore[override]
+    def fuses_bias(self) -> bool:
+        """With numba, the bias of the linear layer before is added in the pass of the maximum
+        (about 8% of an epoch of the moons network); not for a subclass computing another
+        function, which the kernel would not."""
+        own_maths = type(self).forward_into is ReLU.forward_into
+        return own_maths and type(self).forward is ReLU.forward and kernels.available()
 
     def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
         kernels.bias_relu(x, bias, out)

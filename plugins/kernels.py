@@ -6,7 +6,7 @@ plain Python compiled by numba on first use (about 0.3 s, cached on disk where n
 computes what its NumPy equivalent does: bit for bit, except the softmax kernels, whose exp, log
 and row sums may differ in the last bit.
 
-Without numba (or with ``NUMBA_DISABLE_JIT=1``), :data:`AVAILABLE` is false: the plugins take
+Without numba (or with ``NUMBA_DISABLE_JIT=1``), :func:`available` is false: the plugins take
 their NumPy paths and do not declare the fusions the kernels enable.
 """
 
@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,19 +24,34 @@ import numpy as np
 
 from microfw.interfaces import Array
 
-AVAILABLE = importlib.util.find_spec("numba") is not None and os.environ.get(
-    "NUMBA_DISABLE_JIT", "0"
-) in ("", "0")
-"""Whether numba can be imported (it is imported only when a kernel is first used) and
-compiles: with ``NUMBA_DISABLE_JIT=1`` (numba's debugging switch, which would run the kernels
-as slow Python loops) the NumPy paths are taken instead."""
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernels compile: numba imports (tried once, on the first question) and
+    ``NUMBA_DISABLE_JIT`` (numba's debugging switch, which would run them as slow Python loops)
+    is not set. A numba that is installed but fails to import (as after a NumPy upgrade it does
+    not support) gives a warning and the NumPy paths."""
+    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
+        return False
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError as exc:
+        warnings.warn(
+            f"numba is installed but cannot be imported ({exc}); microfw uses its NumPy paths",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
 
 
 def bias_relu(x: Array, bias: Array, out: Array) -> None:
     """``out = maximum(x + bias, 0)``, ``bias`` ``(n,)`` added to every row of a 2-D ``x``
     (``out`` may be ``x``): one compiled pass, else NumPy's two. Both give the same bits
     (NaN stays NaN, -0.0 becomes 0.0)."""
-    if AVAILABLE:
+    if available():
         _compiled(_bias_relu)(x, bias, out)
     else:
         np.add(x, bias, out=out)
@@ -96,11 +112,12 @@ def softmax_crossentropy(p: Array, y: Array, eps: float, grad: Array) -> float |
     None where a ``p`` facing a non-zero target lies outside ``[eps, 1 - eps]`` (the caller
     then clips). A NaN ``p`` makes the value NaN. Compiled only; the logarithm is taken only
     where ``y`` is not zero."""
-    value, ok = _compiled(_softmax_crossentropy)(p, y, p.dtype.type(eps), grad)
+    low, high = p.dtype.type(eps), p.dtype.type(1 - eps)  # the bounds NumPy compares p with
+    value, ok = _compiled(_softmax_crossentropy)(p, y, low, high, grad)
     return float(value) if ok else None
 
 
-def _softmax_crossentropy(p: Any, y: Any, eps: Any, grad: Any) -> tuple[float, bool]:
+def _softmax_crossentropy(p: Any, y: Any, low: Any, high: Any, grad: Any) -> tuple[float, bool]:
     rows, cols = p.shape
     total = 0.0
     for i in range(rows):
@@ -109,7 +126,7 @@ def _softmax_crossentropy(p: Any, y: Any, eps: Any, grad: Any) -> tuple[float, b
             s += y[i, j]
         for j in range(cols):
             if y[i, j] != 0:
-                if p[i, j] < eps or p[i, j] > 1 - eps:
+                if p[i, j] < low or p[i, j] > high:
                     return 0.0, False
                 total += y[i, j] * math.log(p[i, j])
             elif p[i, j] != p[i, j]:

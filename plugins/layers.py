@@ -90,7 +90,7 @@ class Linear(Layer):
             return dy
         dx = self._dx.get((dy.shape[0], self.W.shape[0]), self.W.dtype)
         if self.units == 1:  # an outer product: faster than a GEMM with k = 1
-            if kernels.AVAILABLE:
+            if kernels.available():
                 kernels.outer(dy[:, 0], self.W[:, 0], dx)
             elif dx.size >= 1024:  # einsum: 12.6 us against 20 broadcasting on 900 x 25
                 np.einsum("i,j->ij", dy[:, 0], self.W[:, 0], out=dx, casting="same_kind")
@@ -131,7 +131,7 @@ class Softmax(Layer):
         y = self._y_buffer.get(x.shape, x.dtype) if training else np.empty_like(x)
         # Compiled, row by row: faster while per-call costs dominate (128 x 10: 6.7 us
         # against 10.9); on larger arrays NumPy's vectorised exp wins (1024 x 10: 51 against 29).
-        if kernels.AVAILABLE and x.size <= 4096:
+        if x.size <= 4096 and kernels.available():
             kernels.softmax_rows(x, y)
             if training:
                 self._y = y

@@ -138,7 +138,7 @@ class CategoricalCrossentropy(_ValueAndGrad):
         rows). Declined when a p facing a non-zero target is clipped (elsewhere clipping does
         not reach the gradient)."""
         p, eps = y_pred, self.eps
-        if kernels.AVAILABLE:  # one compiled pass, a log per non-zero target
+        if kernels.available():  # one compiled pass, a log per non-zero target
             grad = np.empty_like(p)
             value = kernels.softmax_crossentropy(p, y_true, eps, grad)
             return None if value is None else (value, grad)

@@ -27,6 +27,7 @@ class SGD(Optimizer):
         self.__dict__.pop("_plan", None)
 
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
+        lr = float(lr)  # a NumPy float64 rate would make float32 arithmetic float64
         if not hasattr(self, "_plan"):  # state created on the first step
             self._plan = _Plan(with_velocity=self.momentum > 0)
         chunks = self._plan.chunks_for(params, grads)
@@ -106,7 +107,7 @@ class _Plan:
                     f"{p.shape} is not contiguous (a layer must expose its own arrays)"
                 )
             flat = [a.reshape(-1) for a in (p, g, v)]
-            if kernels.AVAILABLE and p.size >= _COMPILED_MIN:
+            if p.size >= _COMPILED_MIN and kernels.available():
                 self.compiled.append((flat[0], flat[1], flat[2]))
                 continue
             for start in range(0, p.size, _CHUNK):

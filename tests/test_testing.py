@@ -200,6 +200,22 @@ class SoftsignClaimsBackwardInPlace(Softsign):
         out *= dy
 
 
+class SoftsignWritesOutFirst(Softsign):
+    """y = x / (1 + |x|) whose forward_into writes out before reading x: valid, as it does not
+    claim derivative_from_output (so it is never called over x itself)."""
+
+    name = "softsign_writes_out_first"
+
+    def forward_into(self, x, out):
+        out[...] = 1
+        out += np.abs(x)
+        np.divide(x, out, out=out)
+
+
+def test_an_activation_not_working_in_place_passes_every_check():
+    testing.check_plugin(SoftsignWritesOutFirst)
+
+
 class SoftsignBiasIgnored(Softsign):
     """y = x / (1 + |x|) whose fused bias pass forgets the bias."""
 

@@ -295,3 +295,19 @@ def test_each_hook_reaches_the_callbacks_implementing_it_inherited_or_not() -> N
         "train_end",
     ]
     assert [b["batch"] for b in inherited.batches] == [0, 1, 0, 1]
+
+
+def test_a_hook_set_on_the_instance_when_training_begins_is_called() -> None:
+    class SetsItsHooks(mf.Callback):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_train_begin(self, logs: mf.callbacks.Logs) -> None:
+            self.on_epoch_end = lambda epoch, logs: self.seen.append(f"epoch {epoch}")
+            self.on_batch_end = lambda batch, logs: self.seen.append(f"batch {batch}")
+
+    X, y = regression_data(4)
+    model = mf.Sequential([{"type": "linear", "units": 1}], input_dim=2, loss="squared_error")
+    callback = SetsItsHooks()
+    model.fit(X, y, epochs=1, batch_size=2, callbacks=[callback])
+    assert callback.seen == ["batch 0", "batch 1", "epoch 0"]
