@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -34,19 +33,14 @@ class Contestant:
 
     name: str
     run: Callable[[int], float]
-    setups: list[float] | None = None  # microfw: each fit's once-per-fit set-up, seconds
 
 
 class TrainClock(mf.Callback):
     """Times a fit's epochs: from ``on_train_begin`` to ``on_train_end``.
 
     What comes before, once per fit (checking and casting the data, preparing the batches),
-    is left out, as the other contestants' set-up is (their constructors convert the data);
-    ``setups`` records it for each fit, to be reported separately.
+    is left out, as the other contestants' set-up is (their constructors convert the data).
     """
-
-    def __init__(self) -> None:
-        self.setups: list[float] = []
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self.start = time.perf_counter()
@@ -55,19 +49,21 @@ class TrainClock(mf.Callback):
         self.elapsed = time.perf_counter() - self.start
 
 
-def contestants(wl: Workload) -> list[Contestant]:
-    """microfw, the hand-written baselines and the peers that are installed, for ``wl``."""
+def contestants(wl: Workload) -> tuple[list[Contestant], list[float]]:
+    """microfw, the hand-written baselines and the peers that are installed, for ``wl``; and
+    the list where each microfw fit records its once-per-fit set-up (seconds)."""
     model = mf.build(wl.spec())
     X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
     clock = TrainClock()
+    setups: list[float] = []
 
     def fit(k: int) -> float:
         start = time.perf_counter()
         model.fit(X, Y, epochs=k, callbacks=[clock])
-        clock.setups.append(time.perf_counter() - start - clock.elapsed)
+        setups.append(time.perf_counter() - start - clock.elapsed)
         return clock.elapsed
 
-    out = [Contestant("microfw", fit, clock.setups)]
+    out = [Contestant("microfw", fit)]
     out.append(_loop("numpy lean", handwritten.LeanLoop(wl.net, X, Y, wl.dtype, wl.batch_size)))
     if wl.batch_size is None:
         out.append(_loop("numpy seeds", handwritten.SeedsLoop(wl.net, X, Y, wl.dtype)))
@@ -77,7 +73,7 @@ def contestants(wl: Workload) -> list[Contestant]:
         out.append(_loop("torch eager", peers.TorchEager(wl.net, X, Y, wl.dtype, wl.batch_size)))
     if peers.available("sklearn") and wl.net.output == "sigmoid" and wl.net.loss == "bce":
         out.append(_loop("sklearn MLP", peers.SklearnMLP(wl.net, X, Y, wl.dtype, wl.batch_size)))
-    return out
+    return out, setups
 
 
 def _loop(name: str, trainer: Any) -> Contestant:
@@ -93,14 +89,13 @@ def _loop(name: str, trainer: Any) -> Contestant:
 def measure(wl: Workload, rounds: int) -> tuple[dict[str, list[float]], float]:
     """Seconds per epoch of every contestant in each round, rounds interleaved, and the
     median seconds of microfw's once-per-fit set-up."""
-    entrants = contestants(wl)
+    entrants, setups = contestants(wl)
     for c in entrants:  # warm-up: buffers, caches, lazy state
         c.run(1)
     times: dict[str, list[float]] = {c.name: [] for c in entrants}
     for _ in range(rounds):
         for c in entrants:
             times[c.name].append(c.run(wl.epochs) / wl.epochs)
-    setups = entrants[0].setups or [0.0]
     return times, statistics.median(setups[1:])  # without the warm-up's
 
 
@@ -237,7 +232,3 @@ def _fmt(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -342,7 +342,8 @@ class Optimizer(Plugin, abc.ABC):
 
     def step(self, params: list[Array], grads: list[Array]) -> None:
         """Update every array of ``params`` in place, using ``grads`` aligned with it."""
-        self.update(params, grads, self.learning_rate)
+        # A Python float: a NumPy float64 rate would turn float32 arithmetic into float64.
+        self.update(params, grads, float(self.learning_rate))
         self.steps += 1
 
     def end_epoch(self) -> None:

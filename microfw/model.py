@@ -142,8 +142,15 @@ class Sequential:
 
     @loss.setter
     def loss(self, loss: Loss) -> None:
-        self._loss = loss
-        self._fuses = loss.fuses_with(self.layers[-1])  # a parameter-free layer (checked)
+        last = self.layers[-1]
+        fuses = loss.fuses_with(last)
+        if fuses and last.parameters():
+            raise PluginError(
+                f"loss {loss.name!r} from {_package(self.registry, loss)} fuses with the last "
+                f"layer {last.name!r}, which has parameters: its backward, which computes their "
+                "gradients, would be skipped (fuses_with must be false for such a layer)"
+            )
+        self._loss, self._fuses = loss, fuses
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -178,7 +185,7 @@ class Sequential:
         out = X
         for layer in self.layers:
             out = layer.forward(out, True)
-        loss = self.loss
+        loss = self._loss
         fused = self._fuses and loss.fused_value_and_grad(self.layers[-1], out, y)
         if fused:
             value, dy = fused

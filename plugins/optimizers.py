@@ -27,11 +27,12 @@ class SGD(Optimizer):
         self.__dict__.pop("_plan", None)
 
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
-        lr = float(lr)  # a NumPy float64 rate would make float32 arithmetic float64
-        if not hasattr(self, "_plan"):  # state created on the first step
-            self._plan = _Plan(with_velocity=self.momentum > 0)
-        chunks = self._plan.chunks_for(params, grads)
-        for p, g, v in self._plan.compiled:  # one pass each, the same bits as the chunks'
+        plan = self.__dict__.get("_plan")
+        if plan is None or plan.with_velocity != (self.momentum > 0):
+            # State made on the first step, and anew (at zero) if momentum is switched on or off.
+            plan = self._plan = _Plan(with_velocity=self.momentum > 0)
+        chunks = plan.chunks_for(params, grads)
+        for p, g, v in plan.compiled:  # one pass each, the same bits as the chunks'
             kernels.sgd_step(p, g, v, lr, self.momentum, self.nesterov)
         if not self.momentum:
             for pc, gc, _, s in chunks:

@@ -1,8 +1,8 @@
 """Training that goes wrong: divergence and failing callbacks leave a usable, finite model.
 
-``test_training.py`` covers the basic divergence of plain SGD; here the loss or an update
-overflows with momentum, float32 and on the very last step, and user callbacks raise at every
-hook. In each case the weights are finite and equal to a state the model really passed through.
+The loss or an update overflows, with plain SGD and momentum, in float32 and on the very last
+step, and user callbacks raise at every hook. In each case the weights are finite and equal to
+a state the model really passed through.
 """
 
 from __future__ import annotations

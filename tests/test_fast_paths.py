@@ -504,3 +504,51 @@ def test_a_numba_that_fails_to_import_gives_a_warning_and_the_numpy_paths(
     monkeypatch.delitem(sys.modules, "numba", raising=False)
     with pytest.warns(RuntimeWarning, match="numba is installed but cannot be imported"):
         assert kernels.available.__wrapped__() is False
+
+
+class HalvingAsNumPy(mf.Schedule):
+    """lr(t) = lr0 / 2**t, returned as a NumPy float64 (as a user's schedule may)."""
+
+    name = "halving_as_numpy"
+
+    def __call__(self, lr0: float, t: int) -> float:
+        return np.float64(lr0) / 2**t  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("size", [1000, 40_000])  # the NumPy chunks and the compiled step
+def test_a_numpy_rate_updates_float32_weights_as_a_python_float_would(size: int) -> None:
+    """The rate reaches every optimizer as a Python float, so float32 arithmetic stays float32
+    whichever type a schedule returns (zero weights: the update's own rounding shows)."""
+    sgd = mf.default_registry().get("optimizer", "sgd")
+    g = np.random.default_rng(11).standard_normal(size).astype(np.float32)
+    weights = [np.zeros(size, np.float32)]
+    sgd(lr=0.1, schedule=HalvingAsNumPy()).step(weights, [g])
+    np.testing.assert_array_equal(weights[0], -(g * np.float32(0.1)))
+
+
+def test_switching_momentum_on_after_a_step_starts_from_zero_velocity() -> None:
+    sgd = mf.default_registry().get("optimizer", "sgd")
+    optimizer = sgd(lr=0.1)
+    for size in (10, 5000):  # the NumPy chunks and the compiled step
+        weights, zero = [np.ones(size)], [np.zeros(size)]
+        optimizer.step(weights, zero)
+        optimizer.momentum = 0.9
+        optimizer.step(weights, zero)  # no gradient, no velocity yet: nothing moves
+        np.testing.assert_array_equal(weights[0], 1.0)
+        optimizer.momentum = 0.0
+
+
+class BCEFusingWithLinear(mf.default_registry().get("loss", "bce")):  # type: ignore[misc]
+    """bce wrongly claiming to fuse with a layer that has parameters."""
+
+    name = "bce_fusing_with_linear"
+
+    def fuses_with(self, layer: mf.Layer) -> bool:
+        return True
+
+
+def test_a_loss_fusing_with_a_layer_that_has_parameters_is_refused() -> None:
+    with pytest.raises(mf.PluginError, match=r"loss 'bce_fusing_with_linear' .* 'linear'"):
+        mf.Sequential(
+            [{"type": "linear", "units": 1}], input_dim=2, loss=BCEFusingWithLinear(), seed=0
+        )
