@@ -128,8 +128,8 @@ class Sequential:
                 layer.in_place = bool(
                     before and before.output_is_scratch and activation.derivative_from_output
                 )
-                fuse = before is not None and layer.in_place and activation.fuses_bias
-                layer.bias = before.defer_bias() if before is not None and fuse else None
+                fuse = layer.in_place and activation.fuses_bias  # in place: there is a before
+                layer.bias = before.defer_bias() if fuse and before else None
                 layer.grad_in_place = bool(
                     after and after.grad_is_scratch and activation.backward_in_place
                 )

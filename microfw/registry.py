@@ -38,7 +38,7 @@ from microfw.errors import (
     short_repr,
 )
 from microfw.interfaces import INTERFACES, Plugin
-from microfw.params import parameter_hints
+from microfw.params import parameter_hints, params_model
 
 ENTRY_POINT_GROUP = "microfw"
 DISABLE_AUTOLOAD_ENV = "MICROFW_DISABLE_PLUGIN_AUTOLOAD"
@@ -268,7 +268,7 @@ class Registry:
         cls = self.get(kind, name)
         # Keys outside the schema never reach the constructor: a non-string key or one such
         # as "self" would fail there as a TypeError instead of a listed problem.
-        declared = parameter_hints(cls)
+        declared = params_model(cls).model_fields  # built once per class
         unknown = [k for k in params if not (isinstance(k, str) and k in declared)]
         problems = [
             Problem(_key_path(k), "unknown parameter", params.pop(k), True) for k in unknown

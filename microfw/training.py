@@ -201,8 +201,10 @@ class _Batches:
         self.shuffle = shuffle and len(self.starts) > 1
         self.sources = (X, y, t)
         self.rng = rng
-        self.views = [tuple(a[i : i + self.size] for a in self.sources) for i in self.starts]
-        self.buffers = [WorkBuffer() for _ in self.sources]
+        if self.shuffle:  # batches gathered per epoch into buffers reused for every batch
+            self.buffers = [WorkBuffer() for _ in self.sources]
+        else:  # views, made once
+            self.views = [tuple(a[i : i + self.size] for a in self.sources) for i in self.starts]
 
     def __len__(self) -> int:
         return len(self.starts)

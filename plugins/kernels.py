@@ -20,8 +20,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from microfw.interfaces import Array
 
 
@@ -49,13 +47,9 @@ def available() -> bool:
 
 def bias_relu(x: Array, bias: Array, out: Array) -> None:
     """``out = maximum(x + bias, 0)``, ``bias`` ``(n,)`` added to every row of a 2-D ``x``
-    (``out`` may be ``x``): one compiled pass, else NumPy's two. Both give the same bits
-    (NaN stays NaN, -0.0 becomes 0.0)."""
-    if available():
-        _compiled(_bias_relu)(x, bias, out)
-    else:
-        np.add(x, bias, out=out)
-        np.maximum(out, 0, out=out)
+    (``out`` may be ``x``), in one pass (compiled only): the same bits as NumPy's add and
+    maximum (NaN stays NaN, -0.0 becomes 0.0)."""
+    _compiled(_bias_relu)(x, bias, out)
 
 
 def _bias_relu(x: Any, bias: Any, out: Any) -> None:
@@ -135,9 +129,7 @@ def _softmax_crossentropy(p: Any, y: Any, low: Any, high: Any, grad: Any) -> tup
     return -total / rows, True
 
 
-def sgd_step(
-    p: Array, g: Array, v: Array, lr: float, momentum: float = 0.0, nesterov: bool = False
-) -> None:
+def sgd_step(p: Array, g: Array, v: Array, lr: float, momentum: float, nesterov: bool) -> None:
     """One SGD step over 1-D ``p`` with gradient ``g`` and velocity ``v`` (unused without
     momentum), in one pass: ``p -= lr g``; with momentum ``v = momentum v - lr g`` and
     ``p += v`` (nesterov: ``p += momentum v - lr g``). Compiled only: NumPy callers keep

@@ -33,7 +33,6 @@ class Linear(Layer):
         self.bias_deferred = False
         self._out = WorkBuffer()
         self._dx = WorkBuffer()
-        self._ones_array = np.ones(0, dtype=dtype)  # grown to the batch size by _ones()
         self.W = np.asarray(self.init((n_in, self.units), rng), dtype=dtype)
         self.dW = np.zeros_like(self.W)
         self._params = [self.W]
@@ -85,7 +84,7 @@ class Linear(Layer):
         if self.use_bias:
             # The column sums as a product with ones, a BLAS sum over the batch as for dW:
             # 3-5x faster than np.add.reduce(dy, axis=0) on (batch, units) rows.
-            np.matmul(self._ones(dy.shape[0]), dy, out=self.db)
+            np.matmul(ones(dy.shape[0], dy.dtype), dy, out=self.db)
         if not self.needs_input_grad:
             return dy
         dx = self._dx.get((dy.shape[0], self.W.shape[0]), self.W.dtype)
@@ -99,12 +98,6 @@ class Linear(Layer):
         else:
             np.matmul(dy, self.W.T, out=dx)
         return dx
-
-    def _ones(self, rows: int) -> Array:
-        ones = self._ones_array
-        if ones.shape[0] < rows or ones.dtype != self.W.dtype:
-            ones = self._ones_array = np.ones(rows, self.W.dtype)
-        return ones[:rows]
 
 
 class Softmax(Layer):
@@ -133,16 +126,14 @@ class Softmax(Layer):
         # against 10.9); on larger arrays NumPy's vectorised exp wins (1024 x 10: 51 against 29).
         if x.size <= 4096 and kernels.available():
             kernels.softmax_rows(x, y)
-            if training:
-                self._y = y
-            return y
-        per_row = self._rows.get((x.shape[0],), x.dtype)
-        # Subtracting the row maximum keeps exp() in (0, 1]: no overflow for large inputs.
-        row_max(x, out=per_row)
-        np.subtract(x, per_row[:, None], out=y)
-        np.exp(y, out=y)
-        row_sum(y, out=per_row)
-        y /= per_row[:, None]
+        else:
+            per_row = self._rows.get((x.shape[0],), x.dtype)
+            # Subtracting the row maximum keeps exp() in (0, 1]: no overflow for large inputs.
+            row_max(x, out=per_row)
+            np.subtract(x, per_row[:, None], out=y)
+            np.exp(y, out=y)
+            row_sum(y, out=per_row)
+            y /= per_row[:, None]
         if training:
             self._y = y
         return y
@@ -176,7 +167,20 @@ def row_max(x: Array, out: Array) -> Array:
 def row_sum(x: Array, out: Array) -> Array:
     """The sum of each row of a 2-D ``x`` into ``out`` ``(n_rows,)``, as a BLAS product with
     ones (3x faster than ``np.add.reduce`` along short rows)."""
-    return np.matmul(x, np.ones(x.shape[1], x.dtype), out=out)
+    return np.matmul(x, ones(x.shape[1], x.dtype), out=out)
+
+
+_ONES: dict[np.dtype[Any], Array] = {}
+
+
+def ones(n: int, dtype: np.dtype[Any]) -> Array:
+    """``n`` ones of ``dtype``, read-only: a view of one array per dtype, grown when a longer
+    one is asked for (the column and row sums above are products with it)."""
+    vector = _ONES.get(dtype)
+    if vector is None or vector.shape[0] < n:
+        vector = _ONES[dtype] = np.ones(n, dtype)
+        vector.flags.writeable = False
+    return vector[:n]
 
 
 @hookimpl

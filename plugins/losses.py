@@ -68,7 +68,7 @@ class BinaryCrossentropy(_ValueAndGrad):
             g /= n
             return float(np.sum(terms)) / n, g
         p = np.clip(y_pred, self.eps, 1 - self.eps)
-        value = -float(np.vdot(y_true, np.log(p)) + np.vdot(1 - y_true, np.log1p(-p))) / n
+        value = _bce_value(p, y_true)
         g = np.subtract(p, y_true, dtype=p.dtype)
         p *= 1 - p
         p *= n
@@ -91,13 +91,12 @@ class BinaryCrossentropy(_ValueAndGrad):
         """With p = sigmoid(z): dL/dz = (p - y) / n, the two gradients' factors p (1 - p)
         cancelling. Declined when a p is clipped, where the unfused gradient differs."""
         p = y_pred
+        # from_logits may be switched on after the model decided to fuse: decline then.
         if self.from_logits or p.min() < self.eps or p.max() > 1 - self.eps:
             return None
-        n = p.size
-        value = -float(np.vdot(y_true, np.log(p)) + np.vdot(1 - y_true, np.log1p(-p))) / n
         g = np.subtract(p, y_true, dtype=p.dtype)
-        g /= n
-        return value, g
+        g /= p.size
+        return _bce_value(p, y_true), g
 
     def check_targets(self, y_true: Array) -> None:
         _check_in_range(self.name, y_true, 0.0, 1.0)
@@ -119,7 +118,7 @@ class CategoricalCrossentropy(_ValueAndGrad):
     def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
         m = y_pred.shape[0]
         p = np.clip(y_pred, self.eps, 1 - self.eps)
-        value = -float(np.vdot(y_true, np.log(p))) / m
+        value = _cce_value(p, y_true)
         p *= -m
         return value, np.divide(y_true, p, dtype=p.dtype)
 
@@ -146,8 +145,7 @@ class CategoricalCrossentropy(_ValueAndGrad):
         if clipped and np.any((y_true != 0) & ((p < eps) | (p > 1 - eps))):
             return None
         m = p.shape[0]
-        pc = np.clip(p, eps, 1 - eps) if clipped else p
-        value = -float(np.vdot(y_true, np.log(pc))) / m
+        value = _cce_value(np.clip(p, eps, 1 - eps) if clipped else p, y_true)
         g = np.multiply(p, row_sum(y_true, np.empty(m, p.dtype))[:, None], dtype=p.dtype)
         g -= y_true
         g /= m
@@ -170,6 +168,16 @@ class CategoricalCrossentropy(_ValueAndGrad):
                 f"{bad.size} row(s) do not, e.g. row {bad[0]} sums to {sums.flat[bad[0]]:g} "
                 f"({np.asarray(y_true)[bad[0]].tolist()})"
             )
+
+
+def _bce_value(p: Array, y: Array) -> float:
+    """-mean(y log p + (1 - y) log(1 - p)), for p already within the clip range."""
+    return -float(np.vdot(y, np.log(p)) + np.vdot(1 - y, np.log1p(-p))) / p.size
+
+
+def _cce_value(p: Array, y: Array) -> float:
+    """-1/m sum(y log p), for p already within the clip range."""
+    return -float(np.vdot(y, np.log(p))) / p.shape[0]
 
 
 def _check_in_range(name: str, y: Array, low: float, high: float) -> None:

@@ -57,6 +57,17 @@ def test_xor_reaches_full_accuracy(rng: str, schedule: dict[str, Any]) -> None:
     assert model.evaluate(XOR_X, XOR_Y)["accuracy"] == 1.0
 
 
+TWO_EPOCHS = [
+    "train_begin",
+    "epoch_begin 0",
+    "epoch_end 0",
+    "epoch_begin 1",
+    "epoch_end 1",
+    "train_end",
+]
+"""What a Recorder sees in a fit of two epochs."""
+
+
 class Recorder(mf.Callback):
     """Records what the loop reports, and the weights after every epoch."""
 
@@ -168,14 +179,7 @@ def test_callbacks_are_called_in_order_and_can_stop() -> None:
     model = mf.build(ISSUE_SPEC)
     history = model.fit(XOR_X, XOR_Y, callbacks=[recorder, StopAfterTwo()])
     assert history.epoch == [0, 1]
-    assert recorder.events == [
-        "train_begin",
-        "epoch_begin 0",
-        "epoch_end 0",
-        "epoch_begin 1",
-        "epoch_end 1",
-        "train_end",
-    ]
+    assert recorder.events == TWO_EPOCHS
 
 
 def test_early_stopping_restores_the_best_weights() -> None:
@@ -286,14 +290,7 @@ def test_each_hook_reaches_the_callbacks_implementing_it_inherited_or_not() -> N
     ends, inherited = EpochEndsOnly(), InheritsEverything()
     model.fit(X, y, epochs=2, batch_size=3, callbacks=[ends, inherited])
     assert ends.ends == [0, 1]
-    assert inherited.events == [
-        "train_begin",
-        "epoch_begin 0",
-        "epoch_end 0",
-        "epoch_begin 1",
-        "epoch_end 1",
-        "train_end",
-    ]
+    assert inherited.events == TWO_EPOCHS
     assert [b["batch"] for b in inherited.batches] == [0, 1, 0, 1]
 
 
