@@ -106,6 +106,15 @@ class Sequential:
         width = self.input_dim
         for path, layer in zip(resolved.layer_paths, self.layers, strict=True):
             layer.build(width, self.streams.init, self.dtype)
+            wrong = [
+                a.dtype for a in layer.parameters() + layer.gradients() if a.dtype != self.dtype
+            ]
+            if wrong:  # it would train in another precision, and stay out of the packed arrays
+                raise PluginError(
+                    f"{path}: layer {layer.name!r} from {_package(registry, layer)} built "
+                    f"parameters or gradients of dtype {wrong[0]}; the model's dtype is "
+                    f"{self.dtype}, which build() receives"
+                )
             if not all(np.isfinite(p).all() for p in layer.parameters()):
                 message = f"initial weights are not finite in {self.dtype}: lower the init scale"
                 raise SpecError([Problem(path, message)])
@@ -378,13 +387,12 @@ def _package(registry: Registry, plugin: Plugin) -> str:
 def _pack(layers: list[Layer], dtype: np.dtype[Any]) -> tuple[list[Array], list[Array]] | None:
     """Move every layer's parameters and gradients into one contiguous array each.
 
-    Only when every layer with parameters implements :meth:`Layer.adopt` and they all have
-    the model's dtype; returns ``([parameters], [gradients])`` or None.
+    Only when every layer with parameters implements :meth:`Layer.adopt` (their arrays have
+    the model's dtype, which the model checked after building them); returns
+    ``([parameters], [gradients])`` or None.
     """
     owners = [layer for layer in layers if layer.parameters()]
     if not owners or any(type(layer).adopt is Layer.adopt for layer in owners):
-        return None
-    if any(a.dtype != dtype for layer in owners for a in layer.parameters() + layer.gradients()):
         return None
     total = sum(p.size for layer in owners for p in layer.parameters())
     flat_params, flat_grads = np.empty(total, dtype), np.zeros(total, dtype)

@@ -356,3 +356,25 @@ def test_the_forward_check_runs_once() -> None:
     model.predict(X)
     model.evaluate(X, X)
     assert calls == [(2, 2), (7, 2), (7, 2), (7, 2)]
+
+
+class Float64Weights(mf.default_registry().get("layer", "linear")):  # type: ignore[misc]
+    """y = x W + b, keeping W in float64 whatever the model's dtype."""
+
+    name = "float64_weights"
+
+    def build(self, n_in: int, rng: Any, dtype: Any) -> None:
+        super().build(n_in, rng, dtype)
+        self.W = self.W.astype(np.float64)
+        self._params[0] = self.W
+
+
+def test_a_layer_building_parameters_in_another_dtype_is_named() -> None:
+    with pytest.raises(
+        mf.PluginError,
+        match=r"layers\[0\]: layer 'float64_weights' from .* "
+        r"dtype float64; the model's dtype is float32",
+    ):
+        mf.Sequential([Float64Weights(units=2)], input_dim=2, loss="squared_error", dtype="float32")
+    # In float64 the same layer is fine.
+    mf.Sequential([Float64Weights(units=2)], input_dim=2, loss="squared_error")
