@@ -7,20 +7,15 @@ target is missed exits 1, which these tests accept.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from subprocesses import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("benchmarks", *args, cwd=ROOT, timeout=600)
 
 
 def test_quick_xor_run_prints_every_row_target_and_the_memory_line() -> None:

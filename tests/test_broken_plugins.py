@@ -10,13 +10,13 @@ runs, and a layer whose forward disagrees with its declared width.
 from __future__ import annotations
 
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fake_packages import SWISH, install
+from zip_members import members
 
 import microfw as mf
 from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
@@ -246,8 +246,7 @@ def test_a_model_needing_a_package_left_out_names_it(
         mf.load(path, mf.Registry())
     assert "activation 'swish' (from mf-swish 1.2.3)" in str(info.value)
     assert "MICROFW_PLUGINS" in str(info.value)
-    with zipfile.ZipFile(path) as archive:
-        assert b'"package": "mf-swish"' in archive.read("meta.json")
+    assert b'"package": "mf-swish"' in members(path)["meta.json"]
 
 
 # -- a forward that disagrees with the declared width ----------------------------------------

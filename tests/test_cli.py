@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subprocesses import run_module
 
 import microfw as mf
 from microfw.cli import main
@@ -512,13 +513,7 @@ def test_diverging_training_is_a_clear_error(
 
 
 def python_m(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "microfw", *argv],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_module("microfw", *argv, cwd=cwd)
 
 
 def test_python_m_microfw_version() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subprocesses import run_module
 
 import microfw as mf
 from microfw.data import load_data, targets_for
@@ -126,13 +127,7 @@ def test_moons_reaches_the_seed_test_accuracy_through_the_cli(tmp_path: Path) ->
     moons = EXAMPLES / "moons"
 
     def microfw(*argv: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "microfw", *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
+        result = run_module("microfw", *argv, env=env, timeout=600)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

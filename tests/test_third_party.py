@@ -7,14 +7,13 @@ it these tests are skipped, saying so.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from subprocesses import run_module
 
 import microfw as mf
 from microfw.cli import main
@@ -96,23 +95,20 @@ def test_it_passes_microfw_check(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_command_sees_it_in_a_fresh_process(tmp_path: Path) -> None:
     spec = tmp_path / "softsign.json"
     spec.write_text(json.dumps(SPEC))
-    result = subprocess.run(
-        [sys.executable, "-m", "microfw", "validate", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_module("microfw", "validate", str(spec))
     assert result.returncode == 0, result.stdout + result.stderr
     assert ["1", "softsign", "4", "0"] in [row.split() for row in result.stdout.splitlines()]
 
 
 def test_the_packages_own_tests_pass() -> None:
     """Its tests run microfw.testing.check_plugin on the class, as a plugin author would."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+    result = run_module(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests",
         cwd=EXAMPLES / "plugin_package",
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
