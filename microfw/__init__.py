@@ -3,9 +3,9 @@
 Importing microfw loads no plugin; the registry loads them on first lookup.
 """
 
-from microfw.activation_layer import ActivationLayer
-from microfw.buffers import WorkBuffer
-from microfw.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
+from microfw.core.activation_layer import ActivationLayer
+from microfw.core.buffers import WorkBuffer
+from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
 from microfw.errors import (
     DuplicatePluginError,
     MicrofwError,
@@ -14,9 +14,10 @@ from microfw.errors import (
     Problem,
     SpecError,
 )
-from microfw.hookspecs import hookimpl
-from microfw.interfaces import (
+from microfw.core.hookspecs import hookimpl
+from microfw.core.interfaces import (
     Activation,
+    Array,
     Initializer,
     Layer,
     Loss,
@@ -25,18 +26,19 @@ from microfw.interfaces import (
     Schedule,
 )
 from microfw.io import ModelFileError, load
-from microfw.model import Sequential, build
-from microfw.params import ref
-from microfw.registry import Registry, default_registry, register
-from microfw.schema import json_schema
-from microfw.spec import ModelSpec, TrainingSpec, load_spec
-from microfw.training import History, TrainingError
+from microfw.nn.sequential import Sequential, build
+from microfw.core.params import ref
+from microfw.core.registry import Registry, default_registry, register
+from microfw.spec.schema import json_schema
+from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
+from microfw.train.loop import History, TrainingError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
     "ActivationLayer",
+    "Array",
     "Callback",
     "CostLogger",
     "DuplicatePluginError",

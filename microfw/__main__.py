@@ -2,6 +2,6 @@
 
 import sys
 
-from microfw.cli import main
+from microfw.cli.main import main
 
 sys.exit(main())

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from microfw.errors import MicrofwError
-from microfw.interfaces import Array, Loss
+from microfw.core.interfaces import Array, Loss
 
 
 class DataError(MicrofwError, ValueError):

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microfw import spec as spec_module
+from microfw.spec import models as spec_module
 from microfw.errors import MicrofwError, PluginError, SpecError
-from microfw.interfaces import INTERFACES
-from microfw.registry import Registry, current_registry
-from microfw.spec import plugins_of
+from microfw.core.interfaces import INTERFACES
+from microfw.core.registry import Registry, current_registry
+from microfw.spec.models import plugins_of
 
 if TYPE_CHECKING:
-    from microfw.model import Sequential
+    from microfw.nn.sequential import Sequential
 
 FORMAT = "microfw-model"
 FORMAT_VERSION = 1
@@ -85,7 +85,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     :class:`ModelFileError` (or :class:`~microfw.SpecError` for the spec); nothing is
     unpickled and no model is returned.
     """
-    from microfw.model import build
+    from microfw.nn.sequential import build
 
     registry = registry or current_registry()
     members = _read_members(path)

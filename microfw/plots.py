@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from microfw.errors import MicrofwError
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 
 class PlotError(MicrofwError):

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from microfw import Activation, hookimpl
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 from . import kernels
 

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from microfw import Initializer, hookimpl
-from microfw.interfaces import RNG, Array
+from microfw.core.interfaces import RNG, Array
 
 
 class Plain(Initializer):

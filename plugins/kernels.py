@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from microfw import Initializer, Layer, WorkBuffer, hookimpl, ref
-from microfw.interfaces import RNG, Array
+from microfw.core.interfaces import RNG, Array
 
 from . import kernels
 

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from microfw import ActivationLayer, Layer, Loss, hookimpl
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 from . import kernels
 from .activations import Sigmoid, sigmoid

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from microfw import Optimizer, hookimpl
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 from . import kernels
 

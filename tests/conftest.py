@@ -22,8 +22,8 @@ import pytest
 from hypothesis import settings
 
 import microfw as mf
-from microfw.interfaces import INTERFACES
-from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
+from microfw.core.interfaces import INTERFACES
+from microfw.core.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
 
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)
 settings.register_profile("explore", derandomize=False, deadline=None)

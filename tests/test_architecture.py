@@ -14,7 +14,7 @@ import pluggy
 import pytest
 
 import microfw
-from microfw import hookspecs
+from microfw.core import hookspecs
 
 CORE = Path(microfw.__file__).parent
 PLUGIN_PACKAGES = ("microfw_plugins", "plugins")
@@ -43,10 +43,10 @@ def _is_plugin_module(name: str) -> bool:
     return name.split(".")[0] in PLUGIN_PACKAGES
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
 def test_core_module_imports_no_plugin(path):
     offending = [m for m in _imported_modules(ast.parse(path.read_text())) if _is_plugin_module(m)]
-    assert not offending, f"microfw/{path.name} imports {offending}"
+    assert not offending, f"microfw/{path.relative_to(CORE)} imports {offending}"
 
 
 def test_the_import_scan_sees_plugin_imports():

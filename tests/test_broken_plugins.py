@@ -19,7 +19,7 @@ from fake_packages import SWISH, install
 from zip_members import members
 
 import microfw as mf
-from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
+from microfw.core.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
 
 # Each breaks in its own way; the message expected for it.
 BROKEN = {

@@ -13,7 +13,7 @@ import pytest
 from subprocesses import run_module
 
 import microfw as mf
-from microfw.cli import main
+from microfw.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 XOR_SPEC = str(EXAMPLES / "xor" / "xor_2_3_1.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from microfw import testing
-from microfw.interfaces import INTERFACES
+from microfw.core.interfaces import INTERFACES
 
 EXPECTED_CHECKS = {
     "layer": {

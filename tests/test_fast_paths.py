@@ -13,7 +13,7 @@ import pytest
 from microfw_plugins.layers import Linear
 
 import microfw as mf
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 
 class PlainActivation(mf.Activation):

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import microfw as mf
-from microfw.spec import MAX_PARAMETERS
+from microfw.spec.models import MAX_PARAMETERS
 
 settings.register_profile(
     "microfw-ci",

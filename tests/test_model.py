@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import microfw as mf
-from microfw.rng import LegacyRNG, make_streams
+from microfw.core.rng import LegacyRNG, make_streams
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([0.0, 1.0, 1.0, 0.0])

@@ -21,7 +21,7 @@ from cube_plugin import cube_model
 from zip_members import edit_json, members, npz, replace
 
 import microfw as mf
-import microfw.model
+import microfw.nn.sequential
 from microfw import io as mfio
 
 X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
@@ -52,13 +52,13 @@ def saved(tmp_path: Path) -> tuple[Path, mf.Sequential]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every model load() starts to build, to prove a refused file built nothing."""
     calls: list[Any] = []
-    real = microfw.model.build
+    real = microfw.nn.sequential.build
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(microfw.model, "build", counting)
+    monkeypatch.setattr(microfw.nn.sequential, "build", counting)
     return calls
 
 
@@ -281,7 +281,7 @@ def test_oversized_members_are_refused_before_decompressing(
         for name, data in contents.items():
             archive.writestr(name, data)
     assert path.stat().st_size < 20_000
-    monkeypatch.setattr(microfw.spec, "MAX_PARAMETERS", 1000)
+    monkeypatch.setattr(microfw.spec.models, "MAX_PARAMETERS", 1000)
     with pytest.raises(mf.ModelFileError, match=r"weights.npz would unpack to 2,097,\d+ bytes"):
         mf.load(path)
     assert builds == []

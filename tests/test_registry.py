@@ -7,7 +7,7 @@ import pytest
 from fake_packages import SWISH, install
 
 import microfw as mf
-from microfw.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV
+from microfw.core.registry import ALLOW_ENV, DISABLE_AUTOLOAD_ENV, using
 
 
 class Softsign(mf.Activation):
@@ -57,7 +57,7 @@ def test_register_in_process_is_usable_by_name_with_provenance(empty):
 
 
 def test_register_decorator_goes_to_the_registry_in_use(empty):
-    with mf.registry.using(empty):
+    with using(empty):
 
         @mf.register
         class Twice(mf.Activation):

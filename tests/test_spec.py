@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import microfw as mf
-from microfw.activation_layer import ActivationLayer
+from microfw.core.activation_layer import ActivationLayer
 
 DATA = Path(__file__).parent / "data"
 

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 import microfw as mf
 from microfw import testing
-from microfw.rng import LegacyRNG
+from microfw.core.rng import LegacyRNG
 
 REG = mf.Registry()
 

@@ -16,7 +16,7 @@ import pytest
 from subprocesses import run_module
 
 import microfw as mf
-from microfw.cli import main
+from microfw.cli.main import main
 
 DISTRIBUTION = "microfw-softsign"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import microfw
-from microfw.interfaces import Array
+from microfw import Array
 
 __version__ = "0.1.0"
 

@@ -14,13 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from microfw.interfaces import RNG, Array
+from microfw.core.interfaces import RNG, Array
 
 RngKind = Literal["pcg64", "legacy"]
 
 
 class LegacyRNG:
-    """An :class:`~microfw.interfaces.RNG` over ``RandomState`` using the tutorials' layout.
+    """An :class:`~microfw.core.interfaces.RNG` over ``RandomState`` using the tutorials' layout.
 
     The tutorials store a dense weight as ``(n_out, n_in)``; microfw as ``(n_in, n_out)``. For a
     2-D shape the adapter draws the reversed shape and returns its transpose, so an initializer

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pluggy
 
-from microfw.interfaces import Activation, Initializer, Layer, Loss, Optimizer, Schedule
+from microfw.core.interfaces import Activation, Initializer, Layer, Loss, Optimizer, Schedule
 
 PROJECT = "microfw"
 

@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from microfw.activation_layer import ActivationLayer
+from microfw.core.activation_layer import ActivationLayer
 from microfw.errors import Problem, SpecError, join_path, join_path_problem
-from microfw.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
-from microfw.params import parameter_hints, problems_from_pydantic
-from microfw.registry import Registry, current_registry, unknown_name_message
-from microfw.rng import RngKind
+from microfw.core.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
+from microfw.core.params import parameter_hints, problems_from_pydantic
+from microfw.core.registry import Registry, current_registry, unknown_name_message
+from microfw.core.rng import RngKind
 
 SPEC_VERSION = 1
 MAX_PARAMETERS = 10_000_000
@@ -149,7 +149,7 @@ def resolve(
     """Validate spec data and create its plugins; entries may also be plugin instances.
 
     Layer names resolve among layers first, then among activations (wrapped in an
-    :class:`~microfw.activation_layer.ActivationLayer`). Widths are checked with
+    :class:`~microfw.core.activation_layer.ActivationLayer`). Widths are checked with
     :meth:`Layer.output_dim` and :meth:`Loss.check_output_dim` before any array exists.
     """
     registry = registry or current_registry()

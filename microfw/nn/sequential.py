@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from microfw.activation_layer import ActivationLayer
+from microfw.core.activation_layer import ActivationLayer
 from microfw.errors import PluginError, Problem, SpecError, short_repr
-from microfw.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
-from microfw.metrics import accuracy_for
-from microfw.registry import Registry, current_registry
-from microfw.rng import RngKind, make_streams
-from microfw.spec import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
-from microfw.training import all_finite, fit
+from microfw.core.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
+from microfw.train.metrics import accuracy_for
+from microfw.core.registry import Registry, current_registry
+from microfw.core.rng import RngKind, make_streams
+from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
+from microfw.train.loop import all_finite, fit
 
 if TYPE_CHECKING:
-    from microfw.callbacks import Callback
-    from microfw.training import History
+    from microfw.train.callbacks import Callback
+    from microfw.train.loop import History
 
 LayerLike = str | Mapping[str, Any] | Layer | Activation
 PluginLike = str | Mapping[str, Any]
@@ -214,7 +214,7 @@ class Sequential:
         """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
 
         ``accuracy`` is reported when every target is 0 or 1 (see
-        :mod:`microfw.metrics`).
+        :mod:`microfw.train.metrics`).
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
@@ -243,7 +243,7 @@ class Sequential:
     ) -> History:
         """Train on ``(X, y)``; ``overrides`` replace fields of :attr:`training` for this call.
 
-        See :func:`microfw.training.fit`.
+        See :func:`microfw.train.loop.fit`.
         """
         return fit(self, X, y, validation_data=validation_data, callbacks=callbacks, **overrides)
 

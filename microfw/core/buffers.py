@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from microfw.interfaces import Array
+from microfw.core.interfaces import Array
 
 
 class WorkBuffer:

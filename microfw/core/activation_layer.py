@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from microfw.buffers import WorkBuffer
-from microfw.interfaces import Activation, Array, Layer
+from microfw.core.buffers import WorkBuffer
+from microfw.core.interfaces import Activation, Array, Layer
 
 
 class ActivationLayer(Layer):

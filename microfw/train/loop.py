@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microfw.buffers import WorkBuffer
-from microfw.callbacks import Callback, Logs, overrides
+from microfw.core.buffers import WorkBuffer
+from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.errors import MicrofwError
-from microfw.interfaces import Array, Optimizer
-from microfw.metrics import Accuracy, accuracy_for
+from microfw.core.interfaces import Array, Optimizer
+from microfw.train.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
-    from microfw.model import Sequential
-    from microfw.spec import TrainingSpec
+    from microfw.nn.sequential import Sequential
+    from microfw.spec.models import TrainingSpec
 
 
 class TrainingError(MicrofwError):

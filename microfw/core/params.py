@@ -47,11 +47,11 @@ def _reference_field(interface: type) -> Any:
     kind = interface.kind  # type: ignore[attr-defined]
 
     def resolve(value: Any) -> Any:
-        from microfw.registry import current_registry
+        from microfw.core.registry import current_registry
 
         return current_registry().create(kind, value)
 
-    # A self-contained schema, so pydantic's own generator accepts it; microfw.schema swaps
+    # A self-contained schema, so pydantic's own generator accepts it; microfw.spec.schema swaps
     # it for a reference to the registered plugins of that kind.
     schema = {"anyOf": [{"type": "string"}, {"type": "object"}], PLUGIN_REF_KEY: kind}
     return typing.Annotated[Any, BeforeValidator(resolve), WithJsonSchema(schema)]

@@ -13,7 +13,7 @@ an **instance** (its parameters are checked; the checks work on copies, so its s
 alone); a fresh object is made whenever a check needs one. A failing check raises
 ``AssertionError`` naming the check, the plugin, and by how much it failed.
 ``registry`` is where nested references such as ``init="xavier"`` resolve (default: the
-registry in use, see :func:`microfw.registry.current_registry`). A plugin with a required
+registry in use, see :func:`microfw.core.registry.current_registry`). A plugin with a required
 parameter declares ``example_params`` so that the checks can build it.
 
 The checks each kind gets:
@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from microfw.activation_layer import ActivationLayer
-from microfw.interfaces import (
+from microfw.core.activation_layer import ActivationLayer
+from microfw.core.interfaces import (
     INTERFACES,
     Activation,
     Array,
@@ -65,15 +65,15 @@ from microfw.interfaces import (
     Plugin,
     Schedule,
 )
-from microfw.params import params_model
-from microfw.registry import (
+from microfw.core.params import params_model
+from microfw.core.registry import (
     Registry,
     current_registry,
     kind_of,
     unknown_name_message,
     using,
 )
-from microfw.schema import json_schema
+from microfw.spec.schema import json_schema
 
 H = 1e-5
 """The central-difference step."""
@@ -633,7 +633,7 @@ def _expect_same(
 
 
 class _OnlyRNG:
-    """Exposes only the :class:`~microfw.interfaces.RNG` methods initializers may call."""
+    """Exposes only the :class:`~microfw.core.interfaces.RNG` methods initializers may call."""
 
     def __init__(self, seed: int) -> None:
         self._gen = np.random.default_rng(seed)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from microfw.interfaces import INTERFACES
-from microfw.params import PLUGIN_REF_KEY, parameter_hints, params_model
-from microfw.registry import Entry, Registry, current_registry
-from microfw.spec import DEFAULT_OPTIMIZER, PLUGIN_FIELDS, SpecSettings
+from microfw.core.interfaces import INTERFACES
+from microfw.core.params import PLUGIN_REF_KEY, parameter_hints, params_model
+from microfw.core.registry import Entry, Registry, current_registry
+from microfw.spec.models import DEFAULT_OPTIMIZER, PLUGIN_FIELDS, SpecSettings
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

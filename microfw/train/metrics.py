@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from microfw.interfaces import Array, Loss
+from microfw.core.interfaces import Array, Loss
 
 
 @dataclass(frozen=True)

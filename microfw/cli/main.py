@@ -22,7 +22,7 @@ import numpy as np
 import microfw as mf
 from microfw.data import Dataset, check_features, load_data, targets_for
 from microfw.errors import MicrofwError, SpecError
-from microfw.interfaces import INTERFACES, Initializer, Layer, parameter_interfaces, to_ref
+from microfw.core.interfaces import INTERFACES, Initializer, Layer, parameter_interfaces, to_ref
 
 MODEL_FILE = "model.microfw"
 HISTORY_JSON = "history.json"

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 if TYPE_CHECKING:
-    from microfw.model import Sequential
+    from microfw.nn.sequential import Sequential
 
 Logs = dict[str, float]
 

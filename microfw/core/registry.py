@@ -28,7 +28,7 @@ from typing import Any
 
 import pluggy
 
-from microfw import hookspecs
+from microfw.core import hookspecs
 from microfw.errors import (
     DuplicatePluginError,
     PluginError,
@@ -37,8 +37,8 @@ from microfw.errors import (
     SpecError,
     short_repr,
 )
-from microfw.interfaces import INTERFACES, Plugin
-from microfw.params import parameter_hints, params_model
+from microfw.core.interfaces import INTERFACES, Plugin
+from microfw.core.params import parameter_hints, params_model
 
 ENTRY_POINT_GROUP = "microfw"
 DISABLE_AUTOLOAD_ENV = "MICROFW_DISABLE_PLUGIN_AUTOLOAD"

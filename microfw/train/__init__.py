@@ -1,0 +1,1 @@
+"""Training: the fit loop against a small model protocol, callbacks and metrics."""
