@@ -5,15 +5,6 @@ Importing microfw loads no plugin; the registry loads them on first lookup.
 
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.buffers import WorkBuffer
-from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
-from microfw.errors import (
-    DuplicatePluginError,
-    MicrofwError,
-    PluginError,
-    PluginNotFoundError,
-    Problem,
-    SpecError,
-)
 from microfw.core.hookspecs import hookimpl
 from microfw.core.interfaces import (
     Activation,
@@ -25,12 +16,21 @@ from microfw.core.interfaces import (
     Plugin,
     Schedule,
 )
-from microfw.io import ModelFileError, load
-from microfw.nn.sequential import Sequential, build
 from microfw.core.params import ref
 from microfw.core.registry import Registry, default_registry, register
-from microfw.spec.schema import json_schema
+from microfw.errors import (
+    DuplicatePluginError,
+    MicrofwError,
+    PluginError,
+    PluginNotFoundError,
+    Problem,
+    SpecError,
+)
+from microfw.io import ModelFileError, load
+from microfw.nn.sequential import Sequential, build
 from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
+from microfw.spec.schema import json_schema
+from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
 from microfw.train.loop import History, TrainingError
 
 __version__ = "0.1.0"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from microfw.errors import MicrofwError
 from microfw.core.interfaces import Array, Loss
+from microfw.errors import MicrofwError
 
 
 class DataError(MicrofwError, ValueError):

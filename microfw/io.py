@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microfw.spec import models as spec_module
-from microfw.errors import MicrofwError, PluginError, SpecError
 from microfw.core.interfaces import INTERFACES
 from microfw.core.registry import Registry, current_registry
+from microfw.errors import MicrofwError, PluginError, SpecError
+from microfw.spec import models as spec_module
 from microfw.spec.models import plugins_of
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from microfw.errors import MicrofwError
 from microfw.core.interfaces import Array
+from microfw.errors import MicrofwError
 
 
 class PlotError(MicrofwError):

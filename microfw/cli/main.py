@@ -20,9 +20,9 @@ from typing import Any, TextIO
 import numpy as np
 
 import microfw as mf
+from microfw.core.interfaces import INTERFACES, Initializer, Layer, parameter_interfaces, to_ref
 from microfw.data import Dataset, check_features, load_data, targets_for
 from microfw.errors import MicrofwError, SpecError
-from microfw.core.interfaces import INTERFACES, Initializer, Layer, parameter_interfaces, to_ref
 
 MODEL_FILE = "model.microfw"
 HISTORY_JSON = "history.json"

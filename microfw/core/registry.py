@@ -29,6 +29,8 @@ from typing import Any
 import pluggy
 
 from microfw.core import hookspecs
+from microfw.core.interfaces import INTERFACES, Plugin
+from microfw.core.params import parameter_hints, params_model
 from microfw.errors import (
     DuplicatePluginError,
     PluginError,
@@ -37,8 +39,6 @@ from microfw.errors import (
     SpecError,
     short_repr,
 )
-from microfw.core.interfaces import INTERFACES, Plugin
-from microfw.core.params import parameter_hints, params_model
 
 ENTRY_POINT_GROUP = "microfw"
 DISABLE_AUTOLOAD_ENV = "MICROFW_DISABLE_PLUGIN_AUTOLOAD"

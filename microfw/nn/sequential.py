@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from microfw.core.activation_layer import ActivationLayer
-from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.core.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
-from microfw.train.metrics import accuracy_for
 from microfw.core.registry import Registry, current_registry
 from microfw.core.rng import RngKind, make_streams
+from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.train.loop import all_finite, fit
+from microfw.train.metrics import accuracy_for
 
 if TYPE_CHECKING:
     from microfw.train.callbacks import Callback

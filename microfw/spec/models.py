@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from microfw.core.activation_layer import ActivationLayer
-from microfw.errors import Problem, SpecError, join_path, join_path_problem
 from microfw.core.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.core.params import parameter_hints, problems_from_pydantic
 from microfw.core.registry import Registry, current_registry, unknown_name_message
 from microfw.core.rng import RngKind
+from microfw.errors import Problem, SpecError, join_path, join_path_problem
 
 SPEC_VERSION = 1
 MAX_PARAMETERS = 10_000_000

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microfw.core.buffers import WorkBuffer
-from microfw.train.callbacks import Callback, Logs, overrides
-from microfw.errors import MicrofwError
 from microfw.core.interfaces import Array, Optimizer
+from microfw.errors import MicrofwError
+from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
