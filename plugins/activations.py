@@ -1,13 +1,13 @@
 """Built-in element-wise activations.
 
-Each implements ``forward``/``derivative`` (the contract) and the optional fast paths
-``forward_into``/``backward_into`` the training loop uses.
+Each implements ``forward``/``derivative`` (the contract) and the optional
+``forward_into``/``backward_into`` (the same maths in the caller's buffers). How they run fused
+with a linear layer, in place, is written as rules in :mod:`.fusions`.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field
@@ -15,41 +15,13 @@ from pydantic import Field
 from microfw import Activation, hookimpl
 from microfw.core.interfaces import Array
 
-from . import kernels
-
-
-def sigmoid_into(x: Array, out: Array) -> None:
-    """out = 1 / (1 + exp(-x)), the seeds' formula, with -x capped so exp() cannot overflow.
-
-    The cap, -log(tiny) (708.4 in float64, 87.3 in float32), makes the smallest result the
-    dtype's smallest normal number (2.2e-308, 1.2e-38): below x = -708.4 the true value is
-    smaller still, and denormal numbers, which slow every later operation, never appear.
-    """
-    np.negative(x, out=out)
-    np.minimum(out, _exp_cap(out.dtype), out=out)
-    np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
-
-
-@cache
-def _exp_cap(dtype: np.dtype[Any]) -> Any:
-    """-log of the smallest normal number of ``dtype``."""
-    return -np.log(np.finfo(dtype).tiny)
-
-
-def sigmoid(x: Array) -> Array:
-    """1 / (1 + exp(-x)) in a new array, without overflow."""
-    out = np.empty_like(x)
-    sigmoid_into(x, out)
-    return out
+from .ops import sigmoid, sigmoid_into
 
 
 class Sigmoid(Activation):
     """y = 1 / (1 + exp(-x)), computed without overflow; y' = y (1 - y)."""
 
     name = "sigmoid"
-    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return sigmoid(x)
@@ -70,7 +42,6 @@ class Tanh(Activation):
     """y = tanh(x); y' = 1 - y^2."""
 
     name = "tanh"
-    derivative_from_output = True
 
     def forward(self, x: Array) -> Array:
         return np.tanh(x)
@@ -91,8 +62,6 @@ class ReLU(Activation):
     """y = max(x, 0); y' = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     name = "relu"
-    derivative_from_output = True
-    backward_in_place = True
 
     def forward(self, x: Array) -> Array:
         return np.maximum(x, 0)
@@ -104,25 +73,13 @@ class ReLU(Activation):
         np.maximum(x, 0, out=out)
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
-        np.multiply(dy, x > 0, out=out)  # reads dy before writing: out may be dy
-
-    @property  # type: ignore[override]
-    def fuses_bias(self) -> bool:
-        """With numba, the bias of the linear layer before is added in the pass of the maximum
-        (about 8% of an epoch of the moons network); not for a subclass computing another
-        function, which the kernel would not."""
-        own_maths = type(self).forward_into is ReLU.forward_into
-        return own_maths and type(self).forward is ReLU.forward and kernels.available()
-
-    def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
-        kernels.bias_relu(x, bias, out)
+        np.multiply(dy, x > 0, out=out)
 
 
 class LeakyReLU(Activation):
     """y = x where x > 0, else alpha x; y' = 1 where x > 0, else alpha."""
 
     name = "leaky_relu"
-    derivative_from_output = True
 
     alpha: Annotated[float, Field(ge=0, lt=1)] = 0.01
 
@@ -147,8 +104,6 @@ class Identity(Activation):
     """y = x; y' = 1 (a linear output, e.g. for regression)."""
 
     name = "identity"
-    derivative_from_output = True
-    backward_in_place = True
 
     def forward(self, x: Array) -> Array:
         return x.copy()  # a new array, as from any other function: never the caller's own

@@ -3,11 +3,11 @@
 NumPy spends one pass over an array per operation; right after a matrix product those passes
 dominate what is left of an epoch. A kernel here does several operations in one pass. Each is
 plain Python compiled by numba on first use (about 0.3 s, cached on disk where numba can) and
-computes what its NumPy equivalent does: bit for bit, except the softmax kernels, whose exp, log
-and row sums may differ in the last bit.
+computes what its NumPy equivalent does: bit for bit, except the softmax kernel, whose exp and
+row sums may differ in the last bit.
 
 Without numba (or with ``NUMBA_DISABLE_JIT=1``), :func:`available` is false: the plugins take
-their NumPy paths and do not declare the fusions the kernels enable.
+their NumPy paths (and the fusion rules that need a kernel do not apply).
 """
 
 from __future__ import annotations
@@ -97,36 +97,6 @@ def _softmax_rows(x: Any, out: Any) -> None:
             total += e
         for j in range(cols):
             out[i, j] /= total
-
-
-def softmax_crossentropy(p: Array, y: Array, eps: float, grad: Array) -> float | None:
-    """Categorical cross-entropy of softmax outputs ``p`` against targets ``y``, both
-    ``(m, k)``: returns ``-sum(y log p) / m`` and writes the gradient with respect to the
-    softmax's input, ``(p s - y) / m`` with ``s`` the row sums of ``y``, into ``grad``. Returns
-    None where a ``p`` facing a non-zero target lies outside ``[eps, 1 - eps]`` (the caller
-    then clips). A NaN ``p`` makes the value NaN. Compiled only; the logarithm is taken only
-    where ``y`` is not zero."""
-    low, high = p.dtype.type(eps), p.dtype.type(1 - eps)  # the bounds NumPy compares p with
-    value, ok = _compiled(_softmax_crossentropy)(p, y, low, high, grad)
-    return float(value) if ok else None
-
-
-def _softmax_crossentropy(p: Any, y: Any, low: Any, high: Any, grad: Any) -> tuple[float, bool]:
-    rows, cols = p.shape
-    total = 0.0
-    for i in range(rows):
-        s = 0.0
-        for j in range(cols):
-            s += y[i, j]
-        for j in range(cols):
-            if y[i, j] != 0:
-                if p[i, j] < low or p[i, j] > high:
-                    return 0.0, False
-                total += y[i, j] * math.log(p[i, j])
-            elif p[i, j] != p[i, j]:
-                total += p[i, j]  # NaN, as 0 * log(NaN) makes it in NumPy
-            grad[i, j] = (p[i, j] * s - y[i, j]) / rows
-    return -total / rows, True
 
 
 def sgd_step(p: Array, g: Array, v: Array, lr: float, momentum: float, nesterov: bool) -> None:

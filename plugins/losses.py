@@ -8,12 +8,10 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from microfw import ActivationLayer, Layer, Loss, hookimpl
+from microfw import Loss, hookimpl
 from microfw.core.interfaces import Array
 
-from . import kernels
-from .activations import Sigmoid, sigmoid
-from .layers import Softmax, row_sum
+from .ops import logsumexp_rows, row_sum, sigmoid
 
 Eps = Annotated[float, Field(gt=0, lt=0.5)]
 
@@ -50,7 +48,10 @@ class BinaryCrossentropy(_ValueAndGrad):
     With ``from_logits`` the predictions are logits z and the stable form
     mean(max(z, 0) - z y + log1p(exp(-|z|))) is used, with gradient (sigmoid(z) - y) / (m k).
     From probabilities, the gradient (p - y) / (p (1 - p) m k) uses the clipped p, so saturated
-    outputs still receive a finite gradient (exact inside the clip range).
+    outputs still receive a finite gradient (exact inside the clip range). After the built-in
+    ``sigmoid``, a fusion rule computes the loss from the sigmoid's input instead, without
+    clipping: the value and gradient (p - y) / (m k) of ``from_logits``, exact however wrong a
+    sample is (PyTorch's ``binary_cross_entropy_with_logits``, Keras's ``from_logits=True``).
     """
 
     name = "bce"
@@ -61,12 +62,7 @@ class BinaryCrossentropy(_ValueAndGrad):
     def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
         n = y_pred.size
         if self.from_logits:
-            z = y_pred
-            terms = np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z)))
-            g = sigmoid(z)
-            g -= y_true
-            g /= n
-            return float(np.sum(terms)) / n, g
+            return bce_from_logits(y_pred, sigmoid(y_pred), y_true)
         p = np.clip(y_pred, self.eps, 1 - self.eps)
         value = _bce_value(p, y_true)
         g = np.subtract(p, y_true, dtype=p.dtype)
@@ -74,29 +70,6 @@ class BinaryCrossentropy(_ValueAndGrad):
         p *= n
         g /= p
         return value, g
-
-    def fuses_with(self, layer: Layer) -> bool:
-        """From probabilities, after the built-in sigmoid, with bce's own value and gradient
-        (a subclass computing another loss is not fused)."""
-        return (
-            not self.from_logits
-            and type(self).value_and_grad is BinaryCrossentropy.value_and_grad
-            and isinstance(layer, ActivationLayer)
-            and type(layer.activation) is Sigmoid
-        )
-
-    def fused_value_and_grad(
-        self, layer: Layer, y_pred: Array, y_true: Array
-    ) -> tuple[float, Array] | None:
-        """With p = sigmoid(z): dL/dz = (p - y) / n, the two gradients' factors p (1 - p)
-        cancelling. Declined when a p is clipped, where the unfused gradient differs."""
-        p = y_pred
-        # from_logits may be switched on after the model decided to fuse: decline then.
-        if self.from_logits or p.min() < self.eps or p.max() > 1 - self.eps:
-            return None
-        g = np.subtract(p, y_true, dtype=p.dtype)
-        g /= p.size
-        return _bce_value(p, y_true), g
 
     def check_targets(self, y_true: Array) -> None:
         _check_in_range(self.name, y_true, 0.0, 1.0)
@@ -109,6 +82,9 @@ class CategoricalCrossentropy(_ValueAndGrad):
     """L = -1/m * sum(y log p) over samples and classes, p clipped to [eps, 1-eps].
 
     Targets are one-hot rows or class probabilities. The gradient -y / (p m) uses the clipped p.
+    After the built-in ``softmax``, a fusion rule computes the loss from the logits z instead,
+    without clipping: -1/m sum(y (z - logsumexp(z))) with gradient (p sum(y) - y) / m, as
+    PyTorch's ``cross_entropy`` on logits (with probability targets) computes it.
     """
 
     name = "categorical_crossentropy"
@@ -121,35 +97,6 @@ class CategoricalCrossentropy(_ValueAndGrad):
         value = _cce_value(p, y_true)
         p *= -m
         return value, np.divide(y_true, p, dtype=p.dtype)
-
-    def fuses_with(self, layer: Layer) -> bool:
-        """After the built-in softmax layer, with this loss's own value and gradient (a
-        subclass computing another loss is not fused)."""
-        return (
-            type(self).value_and_grad is CategoricalCrossentropy.value_and_grad
-            and type(layer) is Softmax
-        )
-
-    def fused_value_and_grad(
-        self, layer: Layer, y_pred: Array, y_true: Array
-    ) -> tuple[float, Array] | None:
-        """With p = softmax(z): dL/dz = (p s - y) / m, s the row sums of y (1 for one-hot
-        rows). Declined when a p facing a non-zero target is clipped (elsewhere clipping does
-        not reach the gradient)."""
-        p, eps = y_pred, self.eps
-        if kernels.available():  # one compiled pass, a log per non-zero target
-            grad = np.empty_like(p)
-            value = kernels.softmax_crossentropy(p, y_true, eps, grad)
-            return None if value is None else (value, grad)
-        clipped = p.min() < eps or p.max() > 1 - eps
-        if clipped and np.any((y_true != 0) & ((p < eps) | (p > 1 - eps))):
-            return None
-        m = p.shape[0]
-        value = _cce_value(np.clip(p, eps, 1 - eps) if clipped else p, y_true)
-        g = np.multiply(p, row_sum(y_true, np.empty(m, p.dtype))[:, None], dtype=p.dtype)
-        g -= y_true
-        g /= m
-        return value, g
 
     def check_output_dim(self, n_outputs: int) -> None:
         if n_outputs < 2:
@@ -168,6 +115,26 @@ class CategoricalCrossentropy(_ValueAndGrad):
                 f"{bad.size} row(s) do not, e.g. row {bad[0]} sums to {sums.flat[bad[0]]:g} "
                 f"({np.asarray(y_true)[bad[0]].tolist()})"
             )
+
+
+def bce_from_logits(z: Array, p: Array, y: Array) -> tuple[float, Array]:
+    """mean(max(z, 0) - z y + log1p(exp(-|z|))) and its gradient (p - y) / n, p = sigmoid(z)."""
+    n = z.size
+    terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    g = np.subtract(p, y, dtype=p.dtype)
+    g /= n
+    return float(np.sum(terms)) / n, g
+
+
+def cce_from_logits(z: Array, p: Array, y: Array) -> tuple[float, Array]:
+    """-1/m sum(y (z - logsumexp(z))) and its gradient (p sum(y) - y) / m, p = softmax(z)."""
+    m = z.shape[0]
+    totals = row_sum(y, np.empty(m, p.dtype))
+    value = (float(np.vdot(totals, logsumexp_rows(z))) - float(np.vdot(y, z))) / m
+    g = np.multiply(p, totals[:, None], dtype=p.dtype)
+    g -= y
+    g /= m
+    return value, g
 
 
 def _bce_value(p: Array, y: Array) -> float:

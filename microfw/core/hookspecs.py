@@ -1,4 +1,4 @@
-"""The plugin contract: one hook per plugin kind.
+"""The plugin contract: one hook per plugin kind, and one for fusion rules.
 
 A plugin module (or any object) implements some of these hooks with ``@microfw.hookimpl`` and
 is found through the ``microfw`` entry-point group::
@@ -6,16 +6,27 @@ is found through the ``microfw`` entry-point group::
     [project.entry-points.microfw]
     my_plugins = "my_package.plugins"
 
-Each hook takes no arguments and returns a list of classes. Every class must subclass the
+Each ``register_<kind>s`` hook takes no arguments and returns a list of classes. Every class must subclass the
 interface of its kind, be concrete, and carry a ``name`` that is unique within its kind
 (layers and activations share one namespace, as both appear in a spec's ``layers``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
-from microfw.core.interfaces import Activation, Initializer, Layer, Loss, Optimizer, Schedule
+if TYPE_CHECKING:
+    from microfw.core.fusions import Rule
+    from microfw.core.interfaces import (
+        Activation,
+        Initializer,
+        Layer,
+        Loss,
+        Optimizer,
+        Schedule,
+    )
 
 PROJECT = "microfw"
 
@@ -59,6 +70,20 @@ def register_schedules() -> list[type[Schedule]]:
     raise NotImplementedError
 
 
+@hookspec
+def register_fusions() -> list[Rule]:
+    """Return fusion rules (:class:`~microfw.core.fusions.Fusion` and
+    :class:`~microfw.core.fusions.LossFusion`): how consecutive steps of a model may run
+    faster than their plain methods, keyed on exact classes.
+
+    Optional: a plugin that returns none is run through its plain methods. The planner
+    (:mod:`microfw.nn.plan`) is the only reader of the rules; ``microfw validate`` shows which
+    apply to a spec, and :func:`microfw.testing.check_fusion` checks a rule against the plain
+    methods. Two packages may not register rules for the same pattern.
+    """
+    raise NotImplementedError
+
+
 HOOKS: dict[str, str] = {
     "layer": "register_layers",
     "activation": "register_activations",
@@ -68,3 +93,6 @@ HOOKS: dict[str, str] = {
     "schedule": "register_schedules",
 }
 """The hook that registers each plugin kind."""
+
+FUSION_HOOK = "register_fusions"
+"""The hook that registers fusion rules."""

@@ -79,36 +79,71 @@ def _interface(kind: str):  # type: ignore[no-untyped-def]
     return mark
 
 
+class Store(Protocol):
+    """Where a layer declares its arrays while it is built: the model's parameter store.
+
+    The model owns the memory: one flat array of parameters, one of their gradients and one of
+    non-trainable state (running statistics...), in the model's dtype. :meth:`add` returns a
+    view into the parameter array, :meth:`grad` the view of its gradient, :meth:`add_state` a
+    view into the state array. Names are local to the layer (``"W"``, ``"b"``); the model
+    prefixes them (``layers.0.W``) in model files and :meth:`~microfw.Sequential.weight_names`.
+    """
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The model's dtype (float64 or float32)."""
+        ...
+
+    @property
+    def rng(self) -> RNG:
+        """The initialisation stream (for a layer that draws more than :meth:`add` does)."""
+        ...
+
+    def add(self, name: str, shape: tuple[int, ...], init: InitLike) -> Array:
+        """Declare a trainable array of ``shape`` initialised by ``init`` and return it.
+
+        ``init`` is an :class:`Initializer` (or any ``(shape, rng) -> array`` callable) or a
+        number every element starts at. Optimizers update the returned array in place: keep
+        it, never rebind or replace it.
+        """
+        ...
+
+    def grad(self, name: str) -> Array:
+        """The gradient array of the trainable array ``name`` (same shape), which
+        :meth:`Layer.backward` overwrites."""
+        ...
+
+    def add_state(self, name: str, shape: tuple[int, ...], init: InitLike) -> Array:
+        """Declare a non-trainable array (saved and loaded with the weights, never stepped by
+        an optimizer) and return it; update it in place."""
+        ...
+
+
+InitLike = Any
+"""An :class:`Initializer`, a ``(shape, rng) -> array`` callable or a number."""
+
+
 @_interface("layer")
 class Layer(Plugin, abc.ABC):
     """A step of a :class:`~microfw.Sequential` model, possibly with trainable parameters.
 
     Lifecycle: constructed from its parameters; :meth:`output_dim` answers width questions
-    before any array exists; :meth:`build` allocates parameters once the input width is known;
-    then :meth:`forward` and :meth:`backward` alternate, batch after batch.
+    before any array exists; :meth:`build` declares the layer's arrays in the model's
+    :class:`Store` once the input width is known; then :meth:`forward` and :meth:`backward`
+    alternate, batch after batch.
 
-    Gradients are **overwritten**, never accumulated: each :meth:`backward` call assigns the
-    gradient of the current batch to the arrays :meth:`gradients` returns, so nobody needs to
-    zero them. :meth:`parameters` and :meth:`gradients` return lists in the same, stable order;
-    optimizers update the parameter arrays in place, so a layer must not rebind them.
+    The model owns the arrays: ``self.W = store.add("W", (n_in, units), self.init)`` and
+    ``self.dW = store.grad("W")``. Gradients are **overwritten**, never accumulated: each
+    :meth:`backward` assigns the gradient of the current batch to the gradient arrays, so
+    nobody needs to zero them. Optimizers update the parameter arrays in place.
 
-    Arrays returned by a training-mode :meth:`forward` or by :meth:`backward` may be work
-    buffers the layer reuses on its next call (callers consume them before that); an
-    inference-mode forward (``training=False``) returns a fresh array.
+    Arrays returned by :meth:`forward` with ``training=True`` or by :meth:`backward` may be
+    work buffers the layer reuses on its next call (callers consume them before that);
+    ``training=False`` returns a fresh array.
+
+    Speed is not the layer's business: fused and in-place execution are rules registered
+    with the ``register_fusions`` hook (see :mod:`microfw.core.fusions`).
     """
-
-    needs_input_grad = True
-    """Set to false by the model on its first layer: nobody reads that layer's ``dL/dx``, so
-    :meth:`backward` may skip computing it (and return any array, e.g. ``dy``)."""
-
-    output_is_scratch = False
-    """True if the array a training-mode :meth:`forward` returns is a work buffer this layer
-    never reads again (so the next layer may overwrite it in place); ``linear``'s is."""
-
-    grad_is_scratch = False
-    """True if the input gradient :meth:`backward` returns is a work buffer this layer never
-    reads again (so the layer before may compute its own gradient over it in place);
-    ``linear``'s and ``softmax``'s are."""
 
     def output_dim(self, n_in: int) -> int:
         """The output width for input width ``n_in``; raise ``ValueError`` if ``n_in`` is unfit.
@@ -117,53 +152,25 @@ class Layer(Plugin, abc.ABC):
         """
         return n_in
 
-    def build(self, n_in: int, rng: RNG, dtype: np.dtype[Any]) -> None:
-        """Allocate parameters for inputs of width ``n_in`` in ``dtype``, drawing from ``rng``.
+    def build(self, n_in: int, store: Store) -> None:
+        """Declare the arrays for inputs of width ``n_in`` in ``store`` (see :class:`Store`).
 
-        Called once, before the first forward pass. The default allocates nothing.
+        Called by the model before the first forward pass, possibly twice (once to count the
+        arrays, once to bind them): declare the same arrays each time and keep no other state.
+        The default declares nothing.
         """
-
-    def parameters(self) -> list[Array]:
-        """The trainable arrays, in a stable order (for a dense layer: ``[W, b]``)."""
-        return []
-
-    def gradients(self) -> list[Array]:
-        """The gradients of the last :meth:`backward`, aligned with :meth:`parameters`."""
-        return []
-
-    def adopt(self, params: list[Array], grads: list[Array]) -> None:
-        """Optional: keep the parameters and gradients in the given arrays from now on.
-
-        A model packs the parameters of its layers into one contiguous array (and the
-        gradients into another) when every layer with parameters implements this, so that an
-        optimizer step, a copy or a finiteness check of the whole model is one operation. It
-        calls this once, after :meth:`build`, with views shaped like :meth:`parameters` and
-        :meth:`gradients` and already holding their values; the layer must then read and
-        write those arrays and return them from both methods. Not implementing it is fine.
-        """
-        raise NotImplementedError
-
-    def defer_bias(self) -> Array | None:
-        """Optional: hand the bias to the next layer, which adds it in its own pass.
-
-        Return the bias array ``(n_out,)`` (the one the optimizer updates) and from then on
-        leave it out of training-mode :meth:`forward` (inference adds it as before); or return
-        None (the default) to keep it. The model asks, once after :meth:`adopt`, when the next
-        layer is an activation that declares ``fuses_bias`` and works over this layer's output.
-        """
-        return None
 
     @abc.abstractmethod
-    def forward(self, x: Array, training: bool = True) -> Array:
+    def forward(self, x: Array, training: bool = False) -> Array:
         """Map ``x`` ``(n_samples, n_in)`` to ``(n_samples, n_out)``.
 
         With ``training`` true, keep whatever :meth:`backward` needs (typically ``x`` itself or
-        the output); with ``training`` false nothing needs to be kept.
+        the output); with ``training`` false (inference, the default) nothing needs to be kept.
         """
 
     @abc.abstractmethod
     def backward(self, dy: Array) -> Array:
-        """Given ``dL/dy`` ``(n_samples, n_out)`` of the last forward, return ``dL/dx``.
+        """Given ``dL/dy`` ``(n_samples, n_out)`` of the last training forward, return ``dL/dx``.
 
         Also overwrite the parameter gradients (see the class docstring). ``dy`` already
         carries the loss's mean over the batch; do not divide by ``n_samples`` again.
@@ -185,41 +192,16 @@ class Activation(Plugin, abc.ABC):
     def derivative(self, x: Array, y: Array) -> Array:
         """``f'(x)`` element-wise, given ``x`` and ``y = f(x)`` (so sigmoid can use ``y(1-y)``)."""
 
-    derivative_from_output = False
-    """True if ``derivative(x, y)`` depends on ``x`` only through ``y = f(x)`` (sigmoid, tanh,
-    relu): the core may then compute ``y`` over ``x`` with ``forward_into(x, x)`` and call
-    ``backward_into(y, y, dy, out)``, saving a buffer. The contract checks verify the claim."""
-
-    # Optional fast paths. The defaults call the two methods above; an activation may override
-    # them to work in the caller's buffers. The contract checks compare them with the above.
+    # Optional: the same maths in the caller's buffers. The defaults call the two methods
+    # above; the contract checks compare an override with them.
 
     def forward_into(self, x: Array, out: Array) -> None:
-        """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``; ``x`` itself only when
-        :attr:`derivative_from_output` is true)."""
+        """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``, never ``x`` itself)."""
         np.copyto(out, self.forward(x))
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
-        """Write ``dy * f'(x)`` into ``out``; ``out`` is none of ``x``, ``y``, ``dy`` (``dy``
-        itself only when :attr:`backward_in_place` is true)."""
+        """Write ``dy * f'(x)`` into ``out``, which is none of ``x``, ``y``, ``dy``."""
         np.multiply(dy, self.derivative(x, y), out=out)
-
-    backward_in_place = False
-    """True if ``backward_into(x, y, dy, dy)`` works, the result overwriting ``dy``: the core
-    then computes the gradient over the one the next layer returned (when that layer declares
-    ``grad_is_scratch``), keeping fewer arrays in cache. The contract checks verify it."""
-
-    def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
-        """Write ``f(x + bias)`` into ``out``, ``bias`` ``(n_out,)`` added to every row of a
-        2-D ``x`` (``out`` may be ``x``). Called only when :attr:`fuses_bias` is true, so an
-        activation declaring it overrides this default."""
-        np.copyto(out, self.forward(x + bias))
-
-    fuses_bias = False
-    """True if :meth:`forward_bias_into` adds the bias in the same pass as ``f`` (a compiled
-    kernel), so that it beats the bias add and :meth:`forward_into` apart. The core then
-    hands it the bias of the layer before (see :meth:`Layer.defer_bias`) when it computes
-    ``y`` over that layer's output (which needs :attr:`derivative_from_output`). The contract
-    checks then compare the result with ``forward(x + bias)``."""
 
 
 @_interface("loss")
@@ -242,30 +224,11 @@ class Loss(Plugin, abc.ABC):
     def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
         """``(value, grad)`` in one call; override to share work between the two.
 
-        The fit loop calls this once per batch. The gradient array may be a work buffer the
-        loss reuses on its next call.
+        The fit loop calls this once per batch (unless a fusion rule computes both from the
+        last layer's input). The gradient array may be a work buffer the loss reuses on its
+        next call.
         """
         return self.value(y_pred, y_true), self.grad(y_pred, y_true)
-
-    def fuses_with(self, layer: Layer) -> bool:
-        """Optional fusion: whether :meth:`fused_value_and_grad` handles ``layer`` as the last
-        layer (e.g. ``bce`` with a sigmoid, whose combined gradient is ``(p - y) / n``).
-
-        Only for a layer without parameters; the model then skips its ``backward``.
-        """
-        return False
-
-    def fused_value_and_grad(
-        self, layer: Layer, y_pred: Array, y_true: Array
-    ) -> tuple[float, Array] | None:
-        """``(value, d value / d input of layer)`` where ``y_pred`` is ``layer``'s output, or
-        None to decline this batch (the model then calls :meth:`value_and_grad` and
-        ``layer.backward``). Called only when :meth:`fuses_with` is true. It must agree with
-        that unfused path to rounding (:func:`microfw.testing.check_fast_paths` compares them
-        at points inside the loss's domain). The gradient array is handed to the model, which
-        may overwrite it: return a new array or a buffer the loss does not read again.
-        """
-        return None
 
     def check_output_dim(self, n_outputs: int) -> None:
         """Raise ``ValueError`` if a model with ``n_outputs`` outputs cannot use this loss."""

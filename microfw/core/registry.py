@@ -29,6 +29,7 @@ from typing import Any
 import pluggy
 
 from microfw.core import hookspecs
+from microfw.core.fusions import Fusion, LossFusion, Rule
 from microfw.core.interfaces import INTERFACES, Plugin
 from microfw.core.params import parameter_hints, params_model
 from microfw.errors import (
@@ -73,6 +74,14 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class FusionEntry:
+    """One registered fusion rule and where it came from."""
+
+    rule: Rule
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
 class LoadProblem:
     """A plugin package or class that could not be used, and why; the others keep working."""
 
@@ -112,6 +121,7 @@ class Registry:
         self._allow = None if allow is None else {_norm(a) for a in allow if a.strip()}
         self._entry_points_pending = entry_points
         self._index: dict[str, dict[str, Entry]] | None = None
+        self._fusions: list[FusionEntry] | None = None
         self.problems: list[LoadProblem] = []
 
     # -- adding plugins ------------------------------------------------------------------
@@ -121,7 +131,7 @@ class Registry:
         name = f"{package}:{getattr(plugin, '__name__', type(plugin).__name__)}:{id(plugin)}"
         self._pm.register(plugin, name=name)
         self._provenance[name] = Provenance(package, version, _source(plugin))
-        self._index = None
+        self._index = self._fusions = None
 
     def register(self, cls: type[Plugin], *, package: str | None = None) -> type[Plugin]:
         """Register one class defined in-process (e.g. in a script); returns it unchanged.
@@ -242,6 +252,48 @@ class Registry:
     def has(self, kind: str, name: str) -> bool:
         """Whether ``name`` is registered within ``kind``."""
         return name in self._ensure_index()[_check_kind(kind)]
+
+    def fusions(self) -> list[FusionEntry]:
+        """Every registered fusion rule (see :mod:`microfw.core.fusions`), with its package.
+
+        A hook that raises or returns something other than rules is reported in
+        :attr:`problems` and skipped; two rules for the same pattern raise
+        :class:`DuplicatePluginError`.
+        """
+        self._ensure_index()
+        if self._fusions is None:
+            self._fusions = self._collect_fusions()
+        return self._fusions
+
+    def _collect_fusions(self) -> list[FusionEntry]:
+        found: dict[tuple[type, ...], FusionEntry] = {}
+        hook = getattr(self._pm.hook, hookspecs.FUSION_HOOK)
+        for impl in hook.get_hookimpls():
+            prov = self._provenance.get(impl.plugin_name) or Provenance(
+                impl.plugin_name, None, impl.plugin_name
+            )
+            try:
+                rules = list(impl.function())
+            except Exception as exc:
+                self._problem(prov.source, prov.package, f"register_fusions() raised {exc!r}")
+                continue
+            for rule in rules:
+                if isinstance(rule, Fusion):
+                    key: tuple[type, ...] = ("fusion", *rule.pattern)  # type: ignore[assignment]
+                elif isinstance(rule, LossFusion):
+                    key = ("loss", rule.last, rule.loss)  # type: ignore[assignment]
+                else:
+                    message = f"register_fusions(): {rule!r} is not a Fusion or LossFusion"
+                    self._problem(prov.source, prov.package, message)
+                    continue
+                other = found.get(key)
+                if other is not None:
+                    raise DuplicatePluginError(
+                        f"fusion rule {rule.label()!r} is registered twice: by "
+                        f"{other.provenance} and by {prov} (one pattern, one rule)"
+                    )
+                found[key] = FusionEntry(rule, prov)
+        return list(found.values())
 
     def create(self, kind: str, ref: Any) -> Plugin:
         """Build a plugin from a reference: a name, ``{"type": name, **params}`` or an instance.

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from microfw.core.activation_layer import ActivationLayer
 from microfw.core.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.core.registry import Registry, current_registry
 from microfw.core.rng import RngKind, make_streams
 from microfw.errors import PluginError, Problem, SpecError, short_repr
+from microfw.nn.plan import PlanMode, make_plan, plugin_of
+from microfw.nn.store import ParameterStore
 from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.train.loop import all_finite, fit
 from microfw.train.metrics import accuracy_for
@@ -26,15 +27,19 @@ PluginLike = str | Mapping[str, Any]
 
 
 def build(
-    spec: ModelSpec | Mapping[str, Any] | str | os.PathLike[str], registry: Registry | None = None
+    spec: ModelSpec | Mapping[str, Any] | str | os.PathLike[str],
+    registry: Registry | None = None,
+    *,
+    plan: PlanMode = "fast",
 ) -> Sequential:
     """Build a model from a spec (a :class:`ModelSpec`, dict, JSON text or path).
 
-    Plugin names are resolved through ``registry`` (default: the current registry).
+    Plugin names are resolved through ``registry`` (default: the current registry); ``plan``
+    is as in :class:`Sequential`.
     """
     registry = registry or current_registry()
     data, origin = read_spec(spec)
-    return Sequential._from_resolved(resolve(data, registry, source=origin), registry)
+    return Sequential._from_resolved(resolve(data, registry, source=origin), registry, plan)
 
 
 class Sequential:
@@ -53,6 +58,12 @@ class Sequential:
         rng: ``"pcg64"`` or ``"legacy"`` (initial weights drawn as the seed tutorials did).
         dtype: ``"float64"`` or ``"float32"``, for weights and data.
         registry: where names are looked up (default: the current registry).
+        plan: ``"fast"`` (default) runs the training pass with the registered fusion rules;
+            ``"plain"`` runs every plugin's plain methods (see :mod:`microfw.nn.plan`). Both
+            compute the same maths; :attr:`fusions` lists the rules applied.
+
+    The model owns every array: one flat array of parameters, one of gradients and one of
+    state in :attr:`store` (see :mod:`microfw.nn.store`), in ``dtype``.
 
     Raises :class:`~microfw.SpecError` listing every problem with the arguments.
     """
@@ -69,6 +80,7 @@ class Sequential:
         rng: RngKind = "pcg64",
         dtype: Literal["float64", "float32"] = "float64",
         registry: Registry | None = None,
+        plan: PlanMode = "fast",
     ) -> None:
         data: dict[str, Any] = {
             "spec_version": SPEC_VERSION,
@@ -83,16 +95,19 @@ class Sequential:
         if training is not None:
             data["training"] = training
         registry = registry or current_registry()
-        self._setup(resolve(data, registry), registry)
+        self._setup(resolve(data, registry), registry, plan)
 
     @classmethod
-    def _from_resolved(cls, resolved: Resolved, registry: Registry) -> Sequential:
+    def _from_resolved(
+        cls, resolved: Resolved, registry: Registry, plan: PlanMode = "fast"
+    ) -> Sequential:
         self = cls.__new__(cls)
-        self._setup(resolved, registry)
+        self._setup(resolved, registry, plan)
         return self
 
-    def _setup(self, resolved: Resolved, registry: Registry) -> None:
+    def _setup(self, resolved: Resolved, registry: Registry, plan: PlanMode) -> None:
         self.registry = registry
+        self.plan_mode: PlanMode = plan
         settings = resolved.settings
         self.input_dim: int = settings.input_dim
         self.training: TrainingSpec = settings.training
@@ -103,46 +118,26 @@ class Sequential:
         self.optimizer: Optimizer = resolved.optimizer
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
-        width = self.input_dim
-        for path, layer in zip(resolved.layer_paths, self.layers, strict=True):
-            layer.build(width, self.streams.init, self.dtype)
-            wrong = [
-                a.dtype for a in layer.parameters() + layer.gradients() if a.dtype != self.dtype
+        widths = [self.input_dim]
+        for layer in self.layers:
+            widths.append(layer.output_dim(widths[-1]))
+        self.output_dim: int = widths[-1]
+        self.store = ParameterStore(self.dtype, self.streams.init)
+        self.store.build(
+            [
+                (f"layers.{i}", layer, n_in)
+                for i, (layer, n_in) in enumerate(zip(self.layers, widths))
             ]
-            if wrong:  # it would train in another precision, and stay out of the packed arrays
-                raise PluginError(
-                    f"{path}: layer {layer.name!r} from {_package(registry, layer)} built "
-                    f"parameters or gradients of dtype {wrong[0]}; the model's dtype is "
-                    f"{self.dtype}, which build() receives"
-                )
-            if not all(np.isfinite(p).all() for p in layer.parameters()):
+        )
+        for i, path in enumerate(resolved.layer_paths):
+            arrays = [a for name, a in self.store.items() if name.startswith(f"layers.{i}.")]
+            if not all(np.isfinite(a).all() for a in arrays):
                 message = f"initial weights are not finite in {self.dtype}: lower the init scale"
                 raise SpecError([Problem(path, message)])
-            width = layer.output_dim(width)
-        self.output_dim: int = width
-        self.loss = resolved.loss  # after build: the loss may look at the built last layer
-        packed = _pack(self.layers, self.dtype)
-        # Flat, aligned lists fixed once: the per-batch path only walks them.
-        self._params: list[Array] = [p for layer in self.layers for p in layer.parameters()]
-        self._grads: list[Array] = [g for layer in self.layers for g in layer.gradients()]
-        self._packed = packed or (self._params, self._grads)
-        self._reversed = self.layers[::-1]
-        self._reversed_after_last = self._reversed[1:]
-        self.layers[0].needs_input_grad = False  # nobody reads dL/dX
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, ActivationLayer):  # work over arrays that are nobody else's
-                before = self.layers[i - 1] if i else None
-                after = self.layers[i + 1] if i + 1 < len(self.layers) else None
-                activation = layer.activation
-                layer.in_place = bool(
-                    before and before.output_is_scratch and activation.derivative_from_output
-                )
-                fuse = layer.in_place and activation.fuses_bias  # in place: there is a before
-                layer.bias = before.defer_bias() if fuse and before else None
-                layer.grad_in_place = bool(
-                    after and after.grad_is_scratch and activation.backward_in_place
-                )
+        self._params = [a for _, a in self.store.items(trainable=True)]
+        self._grads = [self.store.grad(name) for name in self.store.names(trainable=True)]
         self._forward_checked = False
+        self.loss = resolved.loss  # after build: plans the training pass
 
     @property
     def loss(self) -> Loss:
@@ -151,15 +146,15 @@ class Sequential:
 
     @loss.setter
     def loss(self, loss: Loss) -> None:
-        last = self.layers[-1]
-        fuses = loss.fuses_with(last)
-        if fuses and last.parameters():
-            raise PluginError(
-                f"loss {loss.name!r} from {_package(self.registry, loss)} fuses with the last "
-                f"layer {last.name!r}, which has parameters: its backward, which computes their "
-                "gradients, would be skipped (fuses_with must be false for such a layer)"
-            )
-        self._loss, self._fuses = loss, fuses
+        rules = [] if self.plan_mode == "plain" else [e.rule for e in self.registry.fusions()]
+        self._plan = make_plan(self.layers, loss, rules, self.plan_mode)
+        self._loss = loss
+
+    @property
+    def fusions(self) -> list[tuple[str, str]]:
+        """The fusion rules the training pass uses: ``(layers, rule)`` pairs such as
+        ``("layers[0..1]", "linear+relu")`` (none with ``plan="plain"``)."""
+        return list(self._plan.applied)
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -189,21 +184,17 @@ class Sequential:
     def train_batch(self, X: Array, y: Array) -> tuple[float, Array]:
         """Forward, loss and backward on validated arrays: returns (loss, outputs).
 
-        Fills the layers' gradients; does not update the parameters.
+        Fills the gradients in :attr:`store`; does not update the parameters.
         """
+        plan = self._plan
         out = X
-        for layer in self.layers:
-            out = layer.forward(out, True)
-        loss = self._loss
-        fused = self._fuses and loss.fused_value_and_grad(self.layers[-1], out, y)
-        if fused:
-            value, dy = fused
-            layers = self._reversed_after_last
-        else:
-            value, dy = loss.value_and_grad(out, y)
-            layers = self._reversed
-        for layer in layers:
-            dy = layer.backward(dy)
+        for step in plan.steps:
+            out = step.forward(out)
+        value, dy, out = plan.head(out, y)
+        for step in reversed(plan.steps):
+            dy = step.backward(dy)
+        if self.store.mirrored:
+            self.store.pull_gradients()
         return value, out
 
     def predict(self, X: Any) -> Array:
@@ -258,13 +249,15 @@ class Sequential:
         return self._grads
 
     def optimizer_arrays(self) -> tuple[list[Array], list[Array]]:
-        """The arrays the optimizer steps, as ``(parameters, gradients)``.
+        """The arrays the optimizer steps, as ``([parameters], [gradients])``: the store's
+        two flat arrays, which :meth:`parameters` and :meth:`gradients` are views of."""
+        return [self.store.params], [self.store.grads]
 
-        One packed parameter array and one packed gradient array when every layer with
-        parameters adopts packed storage (see :meth:`Layer.adopt`), which
-        :meth:`parameters` and :meth:`gradients` are views of; else the layers' own arrays.
-        """
-        return self._packed
+    def parameters_changed(self) -> None:
+        """Call after changing :attr:`store` parameters in place (an optimizer step, a
+        restore): layers written for microfw 0.1 get their own copies updated."""
+        if self.store.mirrored:
+            self.store.push_parameters()
 
     def get_weights(self) -> list[Array]:
         """Copies of the trainable arrays, layer by layer (dense: ``W (n_in, n_out)``, ``b``)."""
@@ -289,14 +282,12 @@ class Sequential:
                 )
         for w, p in zip(arrays, self._params, strict=True):
             np.copyto(p, w, casting="same_kind")
+        self.parameters_changed()
 
     def weight_names(self) -> list[str]:
-        """Names of the arrays of :meth:`get_weights`: ``layers.<layer index>.<param index>``."""
-        return [
-            f"layers.{i}.{j}"
-            for i, layer in enumerate(self.layers)
-            for j in range(len(layer.parameters()))
-        ]
+        """Names of the arrays of :meth:`get_weights`: ``layers.<layer index>.<array name>``
+        (``layers.0.W``, ``layers.0.b``), as the layers declared them."""
+        return self.store.names(trainable=True)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write spec, weights and plugin versions to one file, atomically (:mod:`microfw.io`)."""
@@ -338,7 +329,7 @@ class Sequential:
                 f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else short_repr(out)
             )
             if got != expected:
-                plugin = layer.activation if isinstance(layer, ActivationLayer) else layer
+                plugin = plugin_of(layer)
                 raise PluginError(
                     f"layers[{i}]: {plugin.kind} {plugin.name!r} from "
                     f"{_package(self.registry, plugin)}: forward returned {got} for "
@@ -382,31 +373,6 @@ def _package(registry: Registry, plugin: Plugin) -> str:
         if entry.cls is type(plugin):
             return f"package {entry.provenance}"
     return f"module {type(plugin).__module__} (not registered)"
-
-
-def _pack(layers: list[Layer], dtype: np.dtype[Any]) -> tuple[list[Array], list[Array]] | None:
-    """Move every layer's parameters and gradients into one contiguous array each.
-
-    Only when every layer with parameters implements :meth:`Layer.adopt` (their arrays have
-    the model's dtype, which the model checked after building them); returns
-    ``([parameters], [gradients])`` or None.
-    """
-    owners = [layer for layer in layers if layer.parameters()]
-    if not owners or any(type(layer).adopt is Layer.adopt for layer in owners):
-        return None
-    total = sum(p.size for layer in owners for p in layer.parameters())
-    flat_params, flat_grads = np.empty(total, dtype), np.zeros(total, dtype)
-    offset = 0
-    for layer in owners:
-        params, grads = [], []
-        for p in layer.parameters():
-            view = slice(offset, offset + p.size)
-            params.append(flat_params[view].reshape(p.shape))
-            grads.append(flat_grads[view].reshape(p.shape))
-            params[-1][...] = p
-            offset += p.size
-        layer.adopt(params, grads)
-    return [flat_params], [flat_grads]
 
 
 def _python_int(value: Any) -> Any:

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from microfw.core.activation_layer import ActivationLayer
+from microfw.core.fusions import Fusion, LossFusion, Rule
 from microfw.core.interfaces import (
     INTERFACES,
     Activation,
@@ -73,6 +74,7 @@ from microfw.core.registry import (
     unknown_name_message,
     using,
 )
+from microfw.nn.store import ParameterStore
 from microfw.spec.schema import json_schema
 
 H = 1e-5
@@ -277,6 +279,14 @@ def check_loss_gradient(
         _compare_gradients("grad", loss.grad(y_pred, y_true), numeric, rtol)
 
 
+def built(layer: Layer, n_in: int, dtype: Any = np.float64, seed: int = SEED) -> ParameterStore:
+    """Build ``layer`` for ``n_in`` inputs into a :class:`~microfw.nn.store.ParameterStore` of
+    its own (as a model would), initial values drawn from ``default_rng(seed)``."""
+    store = ParameterStore(np.dtype(dtype), np.random.default_rng(seed))
+    store.build([("layer", layer, n_in)])
+    return store
+
+
 def check_layer_gradient(
     plugin: PluginRef,
     *,
@@ -286,26 +296,27 @@ def check_layer_gradient(
 ) -> None:
     """``backward`` gives the input gradient and the parameter gradients of the last forward.
 
-    The layer is built for ``n_in`` inputs in float64 and fed 5 standard-normal rows; the
-    objective is ``sum(w * forward(x))`` with random ``w`` (so ``dy = w``). Also checked:
-    ``parameters()`` and ``gradients()`` align, the parameter arrays are not rebound by
-    forward/backward (optimizers update them in place), and a second backward overwrites the
-    gradients rather than adding to them. The layer must be deterministic.
+    The layer is built for ``n_in`` inputs in float64 (its arrays in a store, as a model
+    builds it) and fed 5 standard-normal rows; the objective is ``sum(w * forward(x))`` with
+    random ``w`` (so ``dy = w``). The numerical gradients perturb the store's arrays, so a
+    layer that copies its parameters instead of using them fails too. Also checked: a second
+    backward overwrites the gradients rather than adding to them. The layer must be
+    deterministic.
     """
     with _checking("check_layer_gradient", plugin, (Layer,), registry) as make:
         layer = make()
         rng = np.random.default_rng(SEED)
         n_out = layer.output_dim(n_in)
-        layer.build(n_in, rng, np.dtype(np.float64))
+        store = built(layer, n_in)
+        names = store.names(trainable=True)
+        params = [store[name] for name in names]
+        for p in params:  # so that zero-initialised biases count too
+            p += rng.standard_normal(p.shape)
         x = rng.standard_normal((5, n_in))
         w = rng.standard_normal((5, n_out))
-        params = list(layer.parameters())
         layer.forward(x, training=True)
         dx = layer.backward(w.copy())
-        _check_aligned(params, layer.gradients())
-        grads = [np.array(g, dtype=np.float64) for g in layer.gradients()]
-        if [id(p) for p in layer.parameters()] != [id(p) for p in params]:
-            raise AssertionError("parameters() returns new arrays after forward/backward")
+        grads = [np.array(store.grad(name), dtype=np.float64) for name in names]
 
         def objective() -> float:
             return float(np.vdot(w, layer.forward(x, training=True)))
@@ -313,29 +324,20 @@ def check_layer_gradient(
         _compare_gradients(
             "input gradient (backward's return)", dx, _numeric_gradient(objective, x), rtol
         )
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        for name, p, g in zip(names, params, grads, strict=True):
             numeric = _numeric_gradient(objective, p)
-            _compare_gradients(f"gradient of parameter {i} (shape {p.shape})", g, numeric, rtol)
+            _compare_gradients(f"gradient of {name[6:]} (shape {p.shape})", g, numeric, rtol)
 
         layer.forward(x, training=True)
         layer.backward(w.copy())
-        for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
+        for name, g in zip(names, grads, strict=True):
+            again = store.grad(name)
             if not np.allclose(again, g, rtol=1e-12, atol=0):
                 ratio = np.linalg.norm(again) / max(float(np.linalg.norm(g)), 1e-300)
                 raise AssertionError(
-                    f"a second backward changed gradient {i} (|second| / |first| = "
-                    f"{ratio:.4g}): gradients must be overwritten, not accumulated"
+                    f"a second backward changed the gradient of {name[6:]} (|second| / "
+                    f"|first| = {ratio:.4g}): gradients must be overwritten, not accumulated"
                 )
-
-
-def _check_aligned(params: list[Array], grads: list[Array]) -> None:
-    if len(params) != len(grads):
-        raise AssertionError(
-            f"parameters() has {len(params)} arrays but gradients() has {len(grads)}"
-        )
-    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        if np.shape(p) != np.shape(g):
-            raise AssertionError(f"parameter {i} has shape {p.shape}, its gradient {np.shape(g)}")
 
 
 def check_elementwise(plugin: PluginRef, *, registry: Registry | None = None) -> None:
@@ -400,21 +402,15 @@ def _run_in(make: Callable[[], Any], dtype: np.dtype[Any]) -> dict[str, Array]:
         return {"value": np.array(value), "grad": g}
     n_in = 4
     n_out = plugin.output_dim(n_in)
-    plugin.build(n_in, rng, dtype)
-    params = plugin.parameters()
-    for i, p in enumerate(params):
-        _expect_array(f"parameter {i} ({dtype})", p, None, dtype)  # any shape the layer needs
+    store = built(plugin, n_in, dtype)
     x = rng.standard_normal((5, n_in)).astype(dtype)
     y = plugin.forward(x, training=True)
     _expect_array(f"forward({dtype})", y, (5, n_out), dtype)
     dx = plugin.backward(rng.standard_normal((5, n_out)).astype(dtype))
     _expect_array(f"backward({dtype})", dx, x.shape, dtype)
-    out = {"forward": y, "backward": dx}
-    grads = plugin.gradients()
-    _check_aligned(params, grads)
-    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        _expect_array(f"gradient {i} ({dtype})", g, p.shape, dtype)
-        out[f"gradient {i}"] = np.array(g)
+    out = {"forward": np.array(y), "backward": np.array(dx)}
+    for name in store.names(trainable=True):
+        out[f"gradient of {name[6:]}"] = np.array(store.grad(name))
     return out
 
 
@@ -422,94 +418,34 @@ def _run_in(make: Callable[[], Any], dtype: np.dtype[Any]) -> dict[str, Array]:
 
 
 def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> None:
-    """The optional fast paths agree with the plain contract, in float64 and float32.
+    """The optional methods agree with the plain contract, in float64 and float32.
 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
-    ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched; with
-    ``derivative_from_output``, ``derivative(y, y)`` equals ``derivative(x, y)`` and both work
-    in place over ``x``; with ``backward_in_place``, the gradient is the same computed over
-    ``dy`` itself; with ``fuses_bias``, ``forward_bias_into(x, bias, out)`` writes
-    ``forward(x + bias)``, also over ``x``.
-
-    Loss: ``value_and_grad`` returns ``(value, grad)``, and for every registered layer or
-    activation it ``fuses_with`` (which must have no parameters), ``fused_value_and_grad``
-    equals ``value_and_grad`` followed by the layer's ``backward`` (or declines).
-
-    Layer: an inference-mode forward equals a training-mode one, and with ``needs_input_grad``
-    false (and, if the layer implements ``adopt``, after moving to adopted arrays, which it
-    must then return) outputs and parameter gradients are the same; with
-    ``output_is_scratch``, overwriting forward's output changes neither ``backward``'s result
-    nor the parameter gradients, and with ``grad_is_scratch`` overwriting backward's result
-    changes neither the parameter gradients nor the next forward and backward; a bias handed
-    over by ``defer_bias`` is the parameter array itself, and adding it to the training-mode
-    output gives the inference one, with the same gradients.
-
-    Agreement is to 1e-12 relative in float64 and 1e-5 in float32.
+    ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
+    ``value_and_grad`` returns ``(value(...), grad(...))``. Layer: a training-mode forward
+    equals an inference-mode one. Agreement is to 1e-12 relative in float64 and 1e-5 in
+    float32. (Fusion rules are checked by :func:`check_fusion`.)
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
         for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
             rng = np.random.default_rng(SEED)
             obj = make()
+            label = np.dtype(dtype).name
             if isinstance(obj, Activation):
                 _activation_fast_paths(obj, rng, np.dtype(dtype), rtol)
             elif isinstance(obj, Loss):
                 y_pred, y_true = (a.astype(dtype) for a in _loss_points(obj, rng))
                 value, grad = obj.value_and_grad(y_pred, y_true)
                 _expect_same(
-                    f"value_and_grad()[0] ({dtype.__name__})",
-                    value,
-                    obj.value(y_pred, y_true),
-                    rtol,
+                    f"value_and_grad()[0] ({label})", value, obj.value(y_pred, y_true), rtol
                 )
-                _expect_same(
-                    f"value_and_grad()[1] ({dtype.__name__})", grad, obj.grad(y_pred, y_true), rtol
-                )
-                _fused_fast_paths(obj, y_true, rng, np.dtype(dtype), rtol)
+                _expect_same(f"value_and_grad()[1] ({label})", grad, obj.grad(y_pred, y_true), rtol)
             else:
-                _layer_fast_paths(obj, make(), rng, np.dtype(dtype), rtol)
-
-
-def _fused_fast_paths(
-    loss: Loss, y_true: Array, rng: np.random.Generator, dtype: np.dtype[Any], rtol: float
-) -> None:
-    """``fused_value_and_grad`` against ``value_and_grad`` then ``backward``, for every
-    registered layer and activation the loss says it fuses with."""
-    registry = current_registry()
-    k = y_true.shape[1]
-    for kind in ("layer", "activation"):
-        for name in registry.names(kind):
-            cls = registry.get(kind, name)
-            try:  # each candidate built, as the model's last layer would be
-                plugin = cls(**cls.example_params)
-                layer = ActivationLayer(plugin) if isinstance(plugin, Activation) else plugin
-                if layer.output_dim(k) != k:
-                    continue
-                layer.build(k, np.random.default_rng(SEED), dtype)
-            except Exception:  # another plugin's own problem, which its own checks report
-                continue
-            if loss.fuses_with(layer):
-                _check_fusion(loss, layer, y_true, rng, dtype, rtol)
-
-
-def _check_fusion(
-    loss: Loss,
-    layer: Layer,
-    y_true: Array,
-    rng: np.random.Generator,
-    dtype: np.dtype[Any],
-    rtol: float,
-) -> None:
-    if layer.parameters():
-        raise AssertionError(f"fuses_with({layer.name!r}), a layer with parameters")
-    x = rng.standard_normal(y_true.shape).astype(dtype)
-    y_pred = layer.forward(x, training=True)
-    fused = loss.fused_value_and_grad(layer, y_pred.copy(), y_true)
-    if fused is None:  # declining is allowed (the model then takes the unfused path)
-        return
-    value, grad = loss.value_and_grad(y_pred, y_true)
-    label = f"with the {layer.name!r} layer ({dtype})"
-    _expect_same(f"fused_value_and_grad()[0] {label}", fused[0], value, rtol)
-    _expect_same(f"fused_value_and_grad()[1] {label}", fused[1], layer.backward(grad), rtol)
+                built(obj, 4, dtype)
+                x = rng.standard_normal((5, 4)).astype(dtype)
+                inference = np.array(obj.forward(x, training=False))
+                trained = obj.forward(x, training=True)
+                _expect_same(f"forward(training=True) ({label})", trained, inference, rtol)
 
 
 def _activation_fast_paths(
@@ -529,92 +465,117 @@ def _activation_fast_paths(
         if not np.array_equal(before, after):
             raise AssertionError(f"the fast paths changed their input {name}")
     _expect_same(f"backward_into ({dtype})", out, expected, rtol)
-    if act.derivative_from_output:  # the claim, and the in-place calls the core then makes
-        derivative = act.derivative(x, y)
-        _expect_same(f"derivative(y, y) ({dtype})", act.derivative(y, y), derivative, rtol)
-        z = x.copy()
-        act.forward_into(z, z)
-        _expect_same(f"forward_into(x, x) ({dtype})", z, y, rtol)
-        out = np.full_like(x, np.nan)
-        act.backward_into(z, z, dy, out)
-        _expect_same(f"backward_into(y, y, dy) ({dtype})", out, expected, rtol)
-    if act.backward_in_place:  # the claim: the result may overwrite dy
-        out = dy.copy()
-        act.backward_into(x, y, out, out)
-        _expect_same(f"backward_into(x, y, dy, dy) ({dtype})", out, expected, rtol)
-    if not act.fuses_bias:  # the model never calls forward_bias_into then
-        return
-    bias = rng.standard_normal(x.shape[1]).astype(dtype)
-    expected = act.forward(x + bias)
-    out = np.full_like(x, np.nan)
-    act.forward_bias_into(x, bias, out)
-    _expect_same(f"forward_bias_into ({dtype})", out, expected, rtol, "forward(x + bias)")
-    z = x.copy()
-    act.forward_bias_into(z, bias, z)
-    _expect_same(f"forward_bias_into(x, bias, x) ({dtype})", z, expected, rtol, "forward(x + bias)")
 
 
-def _layer_fast_paths(
-    layer: Layer, twin: Layer, rng: np.random.Generator, dtype: np.dtype[Any], rtol: float
-) -> None:
+# -- fusion rules -----------------------------------------------------------------------------
+
+
+def check_fusion(rule: Rule, *, registry: Registry | None = None) -> None:
+    """A fusion rule computes what the plain methods of its classes compute.
+
+    :class:`~microfw.core.fusions.Fusion`: the matched plugins (built from their
+    ``example_params``, the layers' arrays in a store) run plain, forward then backward, and as
+    the rule's step, on the same random data; outputs, input gradients and every parameter
+    gradient must agree, with the input gradient needed or not, and with ``dy`` handed over
+    as scratch (which the step may overwrite) or not. :class:`~microfw.core.fusions.LossFusion`:
+    the last layer's plain forward, the loss's ``value_and_grad`` and the layer's backward
+    against the rule, at logits where the plain loss does not clip. Agreement is to 1e-12
+    relative in float64 and 1e-5 in float32.
+
+    Raises:
+        AssertionError: naming the rule, what differed and by how much.
+    """
+    label = f"fusion rule {rule.label()!r}"
+    try:
+        with using(registry if registry is not None else current_registry()):
+            for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+                if isinstance(rule, Fusion):
+                    _check_layer_fusion(rule, np.dtype(dtype), rtol)
+                else:
+                    _check_loss_fusion(rule, np.dtype(dtype), rtol)
+    except AssertionError as exc:
+        raise AssertionError(f"check_fusion failed for {label}: {exc}") from None
+    except Exception as exc:
+        raise AssertionError(
+            f"check_fusion failed for {label}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _instances(classes: tuple[type[Plugin], ...]) -> tuple[list[Any], list[Layer]]:
+    plugins = [cls(**cls.example_params) for cls in classes]
+    layers = [ActivationLayer(p) if isinstance(p, Activation) else p for p in plugins]
+    return plugins, layers
+
+
+def _check_layer_fusion(rule: Fusion, dtype: np.dtype[Any], rtol: float) -> None:
     n_in = 4
-    n_out = layer.output_dim(n_in)
-    layer.build(n_in, np.random.default_rng(SEED), dtype)
-    twin.build(n_in, np.random.default_rng(SEED), dtype)
-    twin.needs_input_grad = False
-    for p, q in zip(layer.parameters(), twin.parameters(), strict=True):
-        noise = rng.standard_normal(np.shape(p))  # so that zero-initialised biases count too
-        p += noise.astype(p.dtype)
-        q += noise.astype(q.dtype)
-    adopted = type(twin).adopt is not Layer.adopt
-    if adopted:  # the twin also moves to arrays the caller owns, as a packing model does
-        params = [p.copy() for p in twin.parameters()]
-        grads = [np.zeros_like(g) for g in twin.gradients()]
-        twin.adopt(params, grads)
-        for what, given, now in (
-            ("parameters()", params, twin.parameters()),
-            ("gradients()", grads, twin.gradients()),
-        ):
-            if len(now) != len(given) or any(a is not b for a, b in zip(now, given, strict=False)):
-                raise AssertionError(f"after adopt(), {what} must return the adopted arrays")
-    x = rng.standard_normal((5, n_in)).astype(dtype)
-    dy = rng.standard_normal((5, n_out)).astype(dtype)
-    inference = np.array(layer.forward(x, training=False))
-    trained = layer.forward(x, training=True)
-    _expect_same(f"forward(training=True) ({dtype})", trained, inference, rtol)
-    dx = np.array(layer.backward(dy.copy()))
-    grads = [np.array(g) for g in layer.gradients()]
-    label = "needs_input_grad=False" + (" after adopt()" if adopted else "")
-    _expect_same(f"forward with {label} ({dtype})", twin.forward(x, training=True), inference, rtol)
-    twin.backward(dy.copy())
-    for i, (g, g_twin) in enumerate(zip(grads, twin.gradients(), strict=True)):
-        _expect_same(f"gradient {i} with {label} ({dtype})", g_twin, g, rtol)
-    if layer.output_is_scratch:  # the claim, and the overwrite in place the core then allows
-        layer.forward(x, training=True)[...] = np.nan
-        label = "forward's output overwritten (output_is_scratch)"
-        _expect_same(f"backward with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
-        for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
-            _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
-    if layer.grad_is_scratch:  # the claim, and the overwrite in place the core then allows
-        layer.forward(x, training=True)
-        layer.backward(dy.copy())[...] = np.nan
-        label = "backward's result overwritten (grad_is_scratch)"
-        for i, (g, again) in enumerate(zip(grads, layer.gradients(), strict=True)):
-            _expect_same(f"gradient {i} with {label} ({dtype})", again, g, rtol)
-        layer.forward(x, training=True)
-        _expect_same(f"backward again with {label} ({dtype})", layer.backward(dy.copy()), dx, rtol)
-    bias = twin.defer_bias()
-    if bias is not None:  # the bias the optimizer updates, then left out of training only
-        if not any(bias is p for p in twin.parameters()):
-            raise AssertionError("defer_bias() must return the bias array parameters() holds")
-        label = "after defer_bias()"
-        trained = np.array(twin.forward(x, training=True)) + bias
-        _expect_same(f"forward(training=True) + bias {label} ({dtype})", trained, inference, rtol)
-        twin.backward(dy.copy())
-        for i, (g, g_twin) in enumerate(zip(grads, twin.gradients(), strict=True)):
-            _expect_same(f"gradient {i} {label} ({dtype})", g_twin, g, rtol)
-        again = twin.forward(x, training=False)
-        _expect_same(f"forward(training=False) {label} ({dtype})", again, inference, rtol)
+    x = np.random.default_rng(SEED).standard_normal((6, n_in)).astype(dtype)
+    results = []
+    for mode in ("plain", "fused", "fused, no input gradient", "fused, dy scratch"):
+        plugins, layers = _instances(rule.pattern)
+        if rule.applies is not None and not rule.applies(plugins):
+            raise AssertionError("applies() is false for the classes' example_params")
+        store = ParameterStore(dtype, np.random.default_rng(SEED))
+        widths = [n_in]
+        for layer in layers:
+            widths.append(layer.output_dim(widths[-1]))
+        store.build([(f"layers.{i}", layer, w) for i, (layer, w) in enumerate(zip(layers, widths))])
+        noise = np.random.default_rng(SEED + 1)
+        for _, p in store.items(trainable=True):  # so that zero-initialised biases count too
+            p += noise.standard_normal(p.shape).astype(dtype)
+        dy = np.random.default_rng(SEED + 2).standard_normal((6, widths[-1])).astype(dtype)
+        if mode == "plain":
+            out = x
+            for layer in layers:
+                out = layer.forward(out, True)
+            out = np.array(out)
+            grad = dy.copy()
+            for layer in reversed(layers):
+                grad = layer.backward(grad)
+        else:
+            step = rule.step(plugins)
+            step.needs_input_grad = mode != "fused, no input gradient"
+            step.dy_is_scratch = mode == "fused, dy scratch"
+            out = np.array(step.forward(x.copy()))
+            grad = step.backward(dy.copy())
+        grads = {name: np.array(store.grad(name)) for name in store.names(trainable=True)}
+        results.append((mode, out, np.array(grad), grads))
+    _, out0, dx0, grads0 = results[0]
+    for mode, out, dx, grads in results[1:]:
+        _expect_same(f"output ({mode}, {dtype})", out, out0, rtol, "the plain methods")
+        if mode != "fused, no input gradient":
+            _expect_same(f"input gradient ({mode}, {dtype})", dx, dx0, rtol, "the plain methods")
+        for name, g in grads0.items():
+            what = f"gradient of {name} ({mode}, {dtype})"
+            _expect_same(what, grads[name], g, rtol, "the plain methods")
+
+
+def _check_loss_fusion(rule: LossFusion, dtype: np.dtype[Any], rtol: float) -> None:
+    (last, loss), (layer, _) = _instances((rule.last, rule.loss))
+    if rule.applies is not None and not rule.applies(last, loss):
+        raise AssertionError("applies() is false for the classes' example_params")
+    rng = np.random.default_rng(SEED)
+    k = 3
+    built(layer, k, dtype)
+    z = rng.uniform(-2, 2, (6, k)).astype(dtype)
+    p_plain = np.array(layer.forward(z.copy(), True))
+    y_true = _targets_like(p_plain, rng).astype(dtype)
+    value, g = loss.value_and_grad(p_plain.copy(), y_true)
+    dz_plain = np.array(layer.backward(np.array(g)))
+    p = rule.forward(last, z.copy())
+    fused_value, dz = rule.value_and_grad(loss, z.copy(), np.array(p), y_true)
+    what = f"({dtype})"
+    _expect_same(f"forward {what}", p, p_plain, rtol, "the layer's forward")
+    _expect_same(f"loss value {what}", fused_value, value, rtol, "the loss's value")
+    _expect_same(f"gradient {what}", dz, dz_plain, rtol, "value_and_grad then backward")
+
+
+def _targets_like(p: Array, rng: np.random.Generator) -> Array:
+    """Targets in the domain of probability losses: one-hot rows when ``p``'s rows sum to 1
+    (a softmax), else 0/1 values."""
+    if np.allclose(p.sum(axis=1), 1):
+        return np.eye(p.shape[1])[rng.integers(0, p.shape[1], p.shape[0])]
+    return rng.integers(0, 2, p.shape).astype(float)
 
 
 def _expect_same(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microfw.core.buffers import WorkBuffer
-from microfw.core.interfaces import Array, Optimizer
+from microfw.core.interfaces import Array
 from microfw.errors import MicrofwError
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.metrics import Accuracy, accuracy_for
@@ -111,10 +111,13 @@ def _fit(
         callback.set_model(model)
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.optimizer_arrays()
+    # The state (running statistics) goes back with the weights after a divergence.
+    kept = params + ([model.store.state] if model.store.state.size else [])
+    mirrored = model.store.mirrored
     # What to restore if a loss or an update is not finite: the weights at the start of the
     # latest epoch whose first loss was finite (good_epoch), else the initial weights.
-    last_good = [p.copy() for p in params]
-    snapshot = list(zip(last_good, params, strict=True))
+    last_good = [p.copy() for p in kept]
+    snapshot = list(zip(last_good, kept, strict=True))
     good_epoch: int | None = None
     train_batch, step = model.train_batch, model.optimizer.step
     model.stop_training = False
@@ -134,7 +137,7 @@ def _fit(
         for b, (xb, yb, tb) in enumerate(data.epoch()):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
-                _restore(params, last_good, model.optimizer)
+                _restore(model, kept, last_good)
                 what = f"the training loss became {value}"
                 raise _diverged(what, epoch, b, good_epoch, history)
             if b == 0:  # weights with a finite loss: the ones to go back to
@@ -142,6 +145,8 @@ def _fit(
                     keep[...] = p
                 good_epoch = epoch
             step(params, grads)
+            if mirrored:
+                model.parameters_changed()
             m = xb.shape[0]
             total += value * m
             if accuracy is not None:
@@ -152,7 +157,7 @@ def _fit(
         # A finite loss can still give an update that overflows; the next batch's loss would
         # show it, but after the last batch of the last epoch nothing else would.
         if not all(map(all_finite, params)):
-            _restore(params, last_good, model.optimizer)
+            _restore(model, kept, last_good)
             what = "an update made the weights non-finite"
             raise _diverged(what, epoch, len(data) - 1, good_epoch, history)
 
@@ -267,12 +272,13 @@ def _holdout(
     return X, y, None, None
 
 
-def _restore(params: list[Array], saved: list[Array], optimizer: Optimizer) -> None:
+def _restore(model: Sequential, params: list[Array], saved: list[Array]) -> None:
     """Back to the saved weights, with the optimizer's state (built by the diverging updates)
     reset."""
     for p, keep in zip(params, saved, strict=True):
         np.copyto(p, keep)
-    optimizer.reset_state()
+    model.parameters_changed()
+    model.optimizer.reset_state()
 
 
 def all_finite(a: Array) -> bool:
