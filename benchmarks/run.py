@@ -110,7 +110,7 @@ def memory(wl: Workload, epochs: int = 4) -> tuple[float, float, float]:
     model = mf.build(wl.spec())
     X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
     item = np.dtype(wl.dtype).itemsize
-    params = sum(p.size for p in model.parameters()) * item
+    params = model.count_parameters() * item
     current: list[int] = []
 
     class Probe(mf.Callback):

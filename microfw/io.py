@@ -3,8 +3,10 @@
 * ``meta.json``: the format name and version, the microfw version, and every plugin the spec
   uses with the package (and version) that registered it.
 * ``spec.json``: the validated spec, every plugin written out in full.
-* ``weights.npz``: the trainable arrays named ``layers.<layer index>.<param index>``, read
-  back with ``allow_pickle=False``. Nothing is pickled.
+* ``weights.npz``: the model's arrays as its store names them (``layers.0.W``,
+  ``layers.0.b``, then non-trainable state such as running statistics), read back with
+  ``allow_pickle=False``. Nothing is pickled. Version 1 files (microfw 0.1, arrays named
+  ``layers.<layer index>.<param index>``) are read too.
 
 Writing goes to a temporary file in the target's directory, then ``os.replace``: a failure
 leaves any previous file untouched. Optimizer state (step counters, momentum buffers) is not
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
 
 FORMAT = "microfw-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)
+"""The format versions :func:`load` reads."""
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
 
 
@@ -57,7 +61,7 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
         ],
     }
     weights = io.BytesIO()
-    np.savez(weights, **dict(zip(model.weight_names(), model.parameters(), strict=True)))
+    np.savez(weights, **dict(model.store.items()))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -99,9 +103,28 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
         model = build(spec, registry)
     except SpecError as exc:
         raise SpecError(exc.problems, source=f"in {path}") from None
-    _check_weights(path, arrays, dict(zip(model.weight_names(), model.parameters(), strict=True)))
-    model.set_weights([arrays[name] for name in model.weight_names()])
+    if meta["format_version"] == 1:
+        arrays = _positional_names(arrays, model.weight_names())
+    expected = dict(model.store.items())
+    _check_weights(path, arrays, expected)
+    for name, array in expected.items():
+        np.copyto(array, arrays[name], casting="same_kind")
+    model.parameters_changed()
     return model
+
+
+def _positional_names(arrays: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Version 1 named a layer's arrays by position (``layers.0.1``): rename them as now."""
+    by_layer: dict[str, list[str]] = {}
+    for name in names:
+        by_layer.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    out = {}
+    for old, array in arrays.items():
+        layer, _, index = old.rpartition(".")
+        own = by_layer.get(layer, [])
+        new = own[int(index)] if index.isdigit() and int(index) < len(own) else old
+        out[new] = array
+    return out
 
 
 def _member_limits() -> dict[str, int]:
@@ -170,9 +193,10 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: meta.json does not describe a {FORMAT!r} file")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READS:
         raise ModelFileError(
-            f"{path}: format version {version!r}; this microfw reads version {FORMAT_VERSION}"
+            f"{path}: format version {version!r}; this microfw reads versions "
+            f"{', '.join(map(str, READS))}"
         )
     records = meta.get("plugins", [])
     if not isinstance(records, list) or not all(map(_is_record, records)):

@@ -37,6 +37,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             entries = mf.Registry().entries()
         elif fixture in kinds:
             entries = mf.Registry().entries(kinds[fixture])
+        elif fixture == "fusion_entry":
+            rules = mf.Registry().fusions()
+            metafunc.parametrize(fixture, rules, ids=[f.rule.label() for f in rules])
+            continue
         else:
             continue
         metafunc.parametrize(fixture, entries, ids=[f"{e.kind}:{e.name}" for e in entries])

@@ -33,6 +33,16 @@ def test_check_plugin_passes(plugin_entry, registry):
     assert set(ran) == EXPECTED_CHECKS[plugin_entry.kind]
 
 
+def test_every_registered_fusion_rule_agrees_with_the_plain_methods(fusion_entry):
+    testing.check_fusion(fusion_entry.rule)
+
+
+def test_the_builtin_fusion_rules_are_registered(registry):
+    labels = {f.rule.label() for f in registry.fusions()}
+    dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")}
+    assert labels == dense | {"sigmoid+bce", "softmax+categorical_crossentropy"}
+
+
 def test_check_plugin_by_name(plugin_entry, registry):
     testing.check_plugin(plugin_entry.name, registry=registry, kind=plugin_entry.kind)
 
@@ -61,7 +71,7 @@ def test_the_documented_builtin_names_are_registered(registry):
 def test_every_checker_is_dispatched():
     dispatched = set().union(*EXPECTED_CHECKS.values())
     public = {n for n in dir(testing) if n.startswith("check_") and n != "check_plugin"}
-    assert dispatched == public
+    assert dispatched == public - {"check_fusion"}
     assert set(EXPECTED_CHECKS) == set(INTERFACES)
 
 

@@ -64,7 +64,7 @@ def test_file_layout(tmp_path: Path) -> None:
         spec = mf.load_spec(archive.read("spec.json").decode())
         with np.load(io.BytesIO(archive.read("weights.npz")), allow_pickle=False) as weights:
             names = sorted(weights.files)
-    assert meta["format"] == "microfw-model" and meta["format_version"] == 1
+    assert meta["format"] == "microfw-model" and meta["format_version"] == 2
     assert meta["microfw_version"] == mf.__version__
     used = {(p["kind"], p["name"]) for p in meta["plugins"]}
     assert used == {
@@ -78,7 +78,7 @@ def test_file_layout(tmp_path: Path) -> None:
         ("schedule", "step"),
     }
     assert all(p["package"] == "microfw" for p in meta["plugins"])
-    assert names == ["layers.0.0", "layers.0.1", "layers.2.0", "layers.2.1"]
+    assert names == ["layers.0.W", "layers.0.b", "layers.2.W", "layers.2.b"]
     assert spec.layers[1] == {"type": "tanh"}
 
 
@@ -120,9 +120,9 @@ def test_object_arrays_are_refused(tmp_path: Path) -> None:
     model = trained()
     model.save(path)
     arrays = dict(zip(model.weight_names(), model.get_weights(), strict=True))
-    arrays["layers.0.0"] = np.array([{"evil": 1}, None], dtype=object)
+    arrays["layers.0.W"] = np.array([{"evil": 1}, None], dtype=object)
     replace(path, **{"weights.npz": npz(**arrays)})
-    with pytest.raises(mf.ModelFileError, match=r"'layers\.0\.0'.*allow_pickle"):
+    with pytest.raises(mf.ModelFileError, match=r"'layers\.0\.W'.*allow_pickle"):
         mf.load(path)
 
 
@@ -131,16 +131,16 @@ def test_weights_are_checked_against_the_spec(tmp_path: Path) -> None:
     model = trained()
     model.save(path)
     arrays = dict(zip(model.weight_names(), model.get_weights(), strict=True))
-    arrays["layers.2.0"] = np.zeros((4, 1))
-    del arrays["layers.2.1"]
+    arrays["layers.2.W"] = np.zeros((4, 1))
+    del arrays["layers.2.b"]
     arrays["extra"] = np.zeros(2)
     replace(path, **{"weights.npz": npz(**arrays)})
     with pytest.raises(mf.ModelFileError) as info:
         mf.load(path)
     message = str(info.value)
-    assert "missing array 'layers.2.1'" in message
+    assert "missing array 'layers.2.b'" in message
     assert "unexpected array 'extra'" in message
-    assert "layers.2.0 is float64[4, 1], the spec needs float64[3, 1]" in message
+    assert "layers.2.W is float64[4, 1], the spec needs float64[3, 1]" in message
 
 
 class NotTheRegisteredSigmoid(mf.Activation):
@@ -202,3 +202,28 @@ def test_saved_file_permissions_follow_a_plain_file(tmp_path: Path) -> None:
     path = tmp_path / "model.microfw"
     trained().save(path)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_a_version_1_file_with_positional_array_names_still_loads(tmp_path: Path) -> None:
+    model = trained()
+    path = tmp_path / "v2.microfw"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    meta = json.loads(members["meta.json"])
+    meta["format_version"] = 1
+    with np.load(io.BytesIO(members["weights.npz"]), allow_pickle=False) as weights:
+        arrays = {name: weights[name] for name in weights.files}
+    positional = {
+        name.replace(".W", ".0").replace(".b", ".1"): array for name, array in arrays.items()
+    }
+    assert sorted(positional) == ["layers.0.0", "layers.0.1", "layers.2.0", "layers.2.1"]
+    buffer = io.BytesIO()
+    np.savez(buffer, **positional)
+    old = tmp_path / "v1.microfw"
+    with zipfile.ZipFile(old, "w") as archive:
+        archive.writestr("meta.json", json.dumps(meta))
+        archive.writestr("spec.json", members["spec.json"])
+        archive.writestr("weights.npz", buffer.getvalue())
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    np.testing.assert_array_equal(mf.load(old).predict(X), model.predict(X))

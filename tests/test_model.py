@@ -109,7 +109,7 @@ def test_get_weights_returns_copies_and_set_weights_validates() -> None:
         model.set_weights(weights[:3])
     bad = [*weights[:2], np.zeros((1, 3)), weights[3]]
     with pytest.raises(
-        ValueError, match=r"array 2 \(layers.2.0\) has shape \(1, 3\), expected \(3, 1\)"
+        ValueError, match=r"array 2 \(layers.2.W\) has shape \(1, 3\), expected \(3, 1\)"
     ):
         model.set_weights(bad)
     for a, b in zip(model.get_weights(), before, strict=True):

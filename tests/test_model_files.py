@@ -160,7 +160,9 @@ def test_hostile_json_and_containers_are_refused(
 
 
 @pytest.mark.parametrize(
-    "version", [2, 99, 0, "1", None, 1.5, [1]], ids=["2", "99", "0", "str", "null", "float", "list"]
+    "version",
+    [3, 99, 0, "1", None, 1.5, [1], True],
+    ids=["3", "99", "0", "str", "null", "float", "list", "bool"],
 )
 def test_every_other_format_version_is_refused(
     saved: tuple[Path, mf.Sequential], builds: list[Any], version: Any
@@ -217,9 +219,9 @@ def test_a_pickle_in_the_weights_is_never_run(
 
     marker = tmp_path / "pwned"
     arrays = dict(zip(model.weight_names(), model.get_weights(), strict=True))
-    arrays["layers.0.0"] = np.array([Payload(marker)], dtype=object)
+    arrays["layers.0.W"] = np.array([Payload(marker)], dtype=object)
     replace(path, **{"weights.npz": npz(**arrays)})
-    with pytest.raises(mf.ModelFileError, match=r"'layers\.0\.0'.*allow_pickle"):
+    with pytest.raises(mf.ModelFileError, match=r"'layers\.0\.W'.*allow_pickle"):
         mf.load(path)
     # The whole weights member as a bare pickle (np.load would unpickle it) is refused too.
     replace(path, **{"weights.npz": pickle.dumps(Payload(marker))})
@@ -232,14 +234,14 @@ def test_a_pickle_in_the_weights_is_never_run(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda w: w.astype(np.float32), r"layers.0.0 is float32\[2, 3\], the spec needs float64"),
-        (lambda w: w.astype(np.int64), r"layers.0.0 is int64\[2, 3\]"),
-        (lambda w: w.astype(">f8"), r"layers.0.0 is >f8\[2, 3\]"),
-        (lambda w: w.T, r"layers.0.0 is float64\[3, 2\], the spec needs float64\[2, 3\]"),
-        (lambda w: w[0], r"layers.0.0 is float64\[3\]"),
-        (lambda w: np.float64(1.0), r"layers.0.0 is float64\[\]"),
-        (lambda w: np.full_like(w, np.nan), "layers.0.0 holds NaN or infinite values"),
-        (lambda w: np.full_like(w, -np.inf), "layers.0.0 holds NaN or infinite values"),
+        (lambda w: w.astype(np.float32), r"layers.0.W is float32\[2, 3\], the spec needs float64"),
+        (lambda w: w.astype(np.int64), r"layers.0.W is int64\[2, 3\]"),
+        (lambda w: w.astype(">f8"), r"layers.0.W is >f8\[2, 3\]"),
+        (lambda w: w.T, r"layers.0.W is float64\[3, 2\], the spec needs float64\[2, 3\]"),
+        (lambda w: w[0], r"layers.0.W is float64\[3\]"),
+        (lambda w: np.float64(1.0), r"layers.0.W is float64\[\]"),
+        (lambda w: np.full_like(w, np.nan), "layers.0.W holds NaN or infinite values"),
+        (lambda w: np.full_like(w, -np.inf), "layers.0.W holds NaN or infinite values"),
     ],
     ids=["float32", "int", "big-endian", "transposed", "1-d", "0-d", "nan", "inf"],
 )
@@ -248,7 +250,7 @@ def test_weights_that_disagree_with_the_spec_are_refused(
 ) -> None:
     path, model = saved
     arrays = dict(zip(model.weight_names(), model.get_weights(), strict=True))
-    arrays["layers.0.0"] = change(arrays["layers.0.0"])
+    arrays["layers.0.W"] = change(arrays["layers.0.W"])
     replace(path, **{"weights.npz": npz(**arrays)})
     with pytest.raises(mf.ModelFileError, match=message):
         mf.load(path)
@@ -265,9 +267,9 @@ def test_a_member_of_the_npz_that_is_not_an_array_is_refused(
             np.save(array, weight)
             inner.writestr(f"{name}.npy", array.getvalue())
         # np.load hands back the raw bytes of a member that is not in .npy format.
-        inner.writestr("layers.0.0", b"#!/bin/sh\nrm -rf /\n")
+        inner.writestr("layers.0.W", b"#!/bin/sh\nrm -rf /\n")
     replace(path, **{"weights.npz": buffer.getvalue()})
-    with pytest.raises(mf.ModelFileError, match=r"layers\.0\.0 is not an \.npy array"):
+    with pytest.raises(mf.ModelFileError, match=r"layers\.0\.W is not an \.npy array"):
         mf.load(path)
 
 
@@ -276,7 +278,7 @@ def test_oversized_members_are_refused_before_decompressing(
 ) -> None:
     path, _ = saved
     # Two megabytes of zeros compress to a few kilobytes: a zip bomb, in small.
-    contents = {**members(path), "weights.npz": npz(**{"layers.0.0": np.zeros(2**18)})}
+    contents = {**members(path), "weights.npz": npz(**{"layers.0.W": np.zeros(2**18)})}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in contents.items():
             archive.writestr(name, data)

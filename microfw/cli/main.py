@@ -286,7 +286,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     width = model.input_dim
     for i, layer in enumerate(model.layers):
         width = layer.output_dim(width)
-        count = sum(p.size for p in layer.parameters())
+        count = model.count_parameters(i)
         rows.append((str(i), _describe(layer), str(width), str(count), _initializers(layer)))
     print(f"{args.spec}: valid")
     print(f"input: {model.input_dim} feature(s)")
@@ -297,13 +297,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for c, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells).rstrip())
-    total = sum(p.size for p in model.parameters())
+    total = model.count_parameters()
     print(f"loss: {_plugin_text(model.loss)}   optimizer: {_plugin_text(model.optimizer)}")
     print(
         f"parameters: {total}   epochs: {model.training.epochs}   "
         f"batch_size: {model.training.batch_size or 'full'}   seed: {model.seed}   "
         f"rng: {model.rng}"
     )
+    fused = ", ".join(f"{rule} ({where})" for where, rule in model.fusions)
+    print(f"fusions: {fused or 'none'}")
     return 0
 
 

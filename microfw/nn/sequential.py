@@ -284,6 +284,13 @@ class Sequential:
             np.copyto(p, w, casting="same_kind")
         self.parameters_changed()
 
+    def count_parameters(self, layer: int | None = None) -> int:
+        """The number of trainable values in the model, or in ``layers[layer]``."""
+        if layer is None:
+            return int(self.store.params.size)
+        prefix = f"layers.{layer}."
+        return sum(a.size for n, a in self.store.items(trainable=True) if n.startswith(prefix))
+
     def weight_names(self) -> list[str]:
         """Names of the arrays of :meth:`get_weights`: ``layers.<layer index>.<array name>``
         (``layers.0.W``, ``layers.0.b``), as the layers declared them."""
