@@ -10,6 +10,7 @@ reference to another plugin: a name, ``{"type": name, **params}`` or an instance
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar, get_origin
 
 from pydantic import (
@@ -43,13 +44,26 @@ def interface_of(annotation: Any) -> type | None:
     return None
 
 
+Resolver = Callable[[str, Any], Any]
+_resolver: list[Resolver] = []
+
+
+def set_reference_resolver(resolver: Resolver) -> None:
+    """Install the function that turns a nested plugin reference into an instance:
+    ``resolver(kind, reference)``. The registry installs itself when it is imported, so this
+    floor needs no import of it."""
+    _resolver[:] = [resolver]
+
+
 def _reference_field(interface: type) -> Any:
     kind = interface.kind  # type: ignore[attr-defined]
 
     def resolve(value: Any) -> Any:
-        from microfw.core.registry import current_registry
-
-        return current_registry().create(kind, value)
+        if isinstance(value, interface):
+            return value
+        if not _resolver:
+            raise TypeError(f"no registry to resolve the {kind} reference {value!r}")
+        return _resolver[0](kind, value)
 
     # A self-contained schema, so pydantic's own generator accepts it; microfw.spec.schema swaps
     # it for a reference to the registered plugins of that kind.

@@ -31,7 +31,7 @@ import pluggy
 from microfw.core import hookspecs
 from microfw.core.fusions import Fusion, LossFusion, Rule
 from microfw.core.interfaces import INTERFACES, Plugin
-from microfw.core.params import parameter_hints, params_model
+from microfw.core.params import parameter_hints, params_model, set_reference_resolver
 from microfw.errors import (
     DuplicatePluginError,
     PluginError,
@@ -438,6 +438,14 @@ def using(registry: Registry) -> Iterator[Registry]:
         yield registry
     finally:
         _current.reset(token)
+
+
+def _resolve_reference(kind: str, ref: Any) -> Plugin:
+    """A nested plugin reference resolved through the registry in use."""
+    return current_registry().create(kind, ref)
+
+
+set_reference_resolver(_resolve_reference)
 
 
 def register(cls: type[Plugin]) -> type[Plugin]:
