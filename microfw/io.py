@@ -26,7 +26,7 @@ import numpy as np
 
 from microfw.core.interfaces import INTERFACES
 from microfw.core.registry import Registry, current_registry
-from microfw.errors import MicrofwError, PluginError, SpecError
+from microfw.errors import ModelFileError, PluginError, SpecError
 from microfw.spec import models as spec_module
 from microfw.spec.models import plugins_of
 
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 FORMAT = "microfw-model"
 FORMAT_VERSION = 1
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
-
-
-class ModelFileError(MicrofwError, ValueError):
-    """A model file cannot be loaded: wrong format, missing plugins, or mismatched weights."""
 
 
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
