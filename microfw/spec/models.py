@@ -91,6 +91,9 @@ class ModelSpec(SpecSettings):
 
     Obtain one from :func:`load_spec` or :meth:`~microfw.Sequential.to_spec`; constructing it
     directly checks the structure only, not the plugins (build or load it to check those).
+    A ``ModelSpec`` is a pydantic model, not JSON data: :meth:`to_dict` gives the document
+    (what ``json.dumps`` accepts) and :meth:`to_json` its text; :func:`load_spec` reads either
+    back equal to the spec.
     """
 
     layers: list[PluginData]
@@ -101,11 +104,18 @@ class ModelSpec(SpecSettings):
     """The update rule and its learning-rate schedule."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data."""
-        return self.model_dump(mode="json")
+        """The spec as a JSON document of plain Python data.
+
+        Only ``dict`` (string keys), ``list``, ``str``, ``int``, ``float`` (finite), ``bool``
+        and ``None``: ``json.dumps`` accepts it, and ``load_spec(spec.to_dict()) == spec``.
+        Every plugin is written out in full, as ``{"type": name, **params}``.
+        """
+        data: dict[str, Any] = self.model_dump(mode="json")
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
-        """The spec as JSON text."""
+        """The spec as JSON text (``json.dumps(self.to_dict(), indent=indent)``), the form a
+        model file stores; ``load_spec(spec.to_json()) == spec``."""
         return json.dumps(self.to_dict(), indent=indent)
 
 
