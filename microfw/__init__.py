@@ -7,6 +7,7 @@ Importing microfw loads no plugin; the registry loads them on first lookup. ``mf
 import importlib as _importlib
 from types import ModuleType as _ModuleType
 
+from microfw._version import __version__
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.buffers import WorkBuffer
 from microfw.core.hookspecs import hookimpl
@@ -41,8 +42,6 @@ from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
 from microfw.spec.schema import json_schema
 from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
 from microfw.train.loop import History
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Activation",

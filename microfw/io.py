@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microfw._version import __version__
 from microfw.core.interfaces import INTERFACES
 from microfw.core.registry import Registry, current_registry
 from microfw.errors import ModelFileError, PluginError, SpecError
@@ -40,8 +41,6 @@ META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
 
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically."""
-    from microfw import __version__
-
     path = Path(path)
     meta = {
         "format": FORMAT,
