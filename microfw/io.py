@@ -52,7 +52,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
         ],
     }
     weights = io.BytesIO()
-    np.savez(weights, **dict(zip(model.weight_names(), model.parameters(), strict=True)))
+    arrays: dict[str, Any] = dict(zip(model.weight_names(), model.parameters(), strict=True))
+    np.savez(weights, **arrays)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

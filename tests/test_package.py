@@ -47,7 +47,6 @@ def test_mf_testing_is_reachable_after_import_microfw_and_imported_on_first_acce
 def test_an_unknown_attribute_of_microfw_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="module 'microfw' has no attribute 'tesing'"):
         mf.tesing  # type: ignore[attr-defined]  # noqa: B018
-    assert not hasattr(mf, "plots")  # only the listed submodules are lazy attributes
 
 
 def test_dir_lists_the_public_names_and_the_lazy_submodule() -> None:

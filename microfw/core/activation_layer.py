@@ -23,8 +23,8 @@ class ActivationLayer(Layer):
         self._y_buffer = WorkBuffer()
         self._dx_buffer = WorkBuffer()
 
-    @property  # type: ignore[override]
-    def name(self) -> str:  # the activation's public name, so to_ref() round-trips
+    @property
+    def name(self) -> str:  # type: ignore[override]  # the activation's name: to_ref() round-trips
         return self.activation.name
 
     def get_params(self) -> dict[str, Any]:
