@@ -107,3 +107,30 @@ def test_a_models_spec_is_plain_json_even_from_numpy_parameters() -> None:
     again = mf.build(spec.to_json())
     X = np.array([[0.0, 1.0], [1.0, 0.5], [-1.0, 2.0]])
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
+
+
+# -- the habits: CI, the README and pre-commit run the same checks ------------------------
+
+ROOT = EXAMPLES.parent
+CHECKS = ("ruff format --check .", "ruff check .", "mypy", "lint-imports", "pytest -q")
+
+
+def _readme_test_command() -> str:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# 2. install, check and test (exactly what CI runs, .ci/run)")
+    return lines[start + 1]
+
+
+def test_ci_runs_exactly_the_readme_test_command_with_every_check() -> None:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    command = _readme_test_command()
+    assert script[-1] == command
+    steps = command.split(" && ")
+    assert steps[-len(CHECKS) :] == list(CHECKS), steps
+    assert 'pip install ".[test]" ./examples/plugin_package' in steps
+
+
+def test_pre_commit_runs_the_same_checks() -> None:
+    config = (ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8")
+    for entry in ("ruff format", "ruff check", "mypy", "lint-imports"):
+        assert f"entry: {entry}\n" in config, entry
