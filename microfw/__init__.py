@@ -6,6 +6,7 @@ Importing microfw loads no plugin; the registry loads them on first lookup. ``mf
 
 import importlib as _importlib
 from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from microfw._version import __version__
 from microfw.core.activation_layer import ActivationLayer
@@ -84,6 +85,9 @@ __all__ = [
     "ref",
     "register",
 ]
+
+if _TYPE_CHECKING:  # type checkers see the module; at run time __getattr__ imports it
+    from microfw import testing as testing
 
 _LAZY_SUBMODULES = ("testing",)
 """Submodules reachable as attributes of ``microfw`` but imported only on first access."""
