@@ -1,8 +1,14 @@
 """microfw: a small, fast neural-network framework in NumPy built around a plugin registry.
 
-Importing microfw loads no plugin; the registry loads them on first lookup.
+Importing microfw loads no plugin; the registry loads them on first lookup. ``mf.testing``
+(the contract checks for plugin authors) is imported on first access, as ``numpy.testing`` is.
 """
 
+import importlib as _importlib
+from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from microfw._version import __version__
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.buffers import WorkBuffer
 from microfw.core.hookspecs import hookimpl
@@ -19,21 +25,24 @@ from microfw.core.interfaces import (
 from microfw.core.params import ref
 from microfw.core.registry import Registry, default_registry, register
 from microfw.errors import (
+    DataError,
     DuplicatePluginError,
     MicrofwError,
+    MissingExtraError,
+    ModelFileError,
+    PlotError,
     PluginError,
     PluginNotFoundError,
     Problem,
     SpecError,
+    TrainingError,
 )
-from microfw.io import ModelFileError, load
+from microfw.io import load
 from microfw.nn.sequential import Sequential, build
 from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
 from microfw.spec.schema import json_schema
 from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
-from microfw.train.loop import History, TrainingError
-
-__version__ = "0.1.0"
+from microfw.train.loop import History
 
 __all__ = [
     "Activation",
@@ -41,6 +50,7 @@ __all__ = [
     "Array",
     "Callback",
     "CostLogger",
+    "DataError",
     "DuplicatePluginError",
     "EarlyStopping",
     "History",
@@ -48,9 +58,11 @@ __all__ = [
     "Layer",
     "Loss",
     "MicrofwError",
+    "MissingExtraError",
     "ModelFileError",
     "ModelSpec",
     "Optimizer",
+    "PlotError",
     "Plugin",
     "PluginError",
     "PluginNotFoundError",
@@ -73,3 +85,19 @@ __all__ = [
     "ref",
     "register",
 ]
+
+if _TYPE_CHECKING:  # type checkers see the module; at run time __getattr__ imports it
+    from microfw import testing as testing
+
+_LAZY_SUBMODULES = ("testing",)
+"""Submodules reachable as attributes of ``microfw`` but imported only on first access."""
+
+
+def __getattr__(name: str) -> _ModuleType:
+    if name in _LAZY_SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")  # also sets it as an attribute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_SUBMODULES})

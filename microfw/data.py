@@ -24,11 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from microfw.core.interfaces import Array, Loss
-from microfw.errors import MicrofwError
-
-
-class DataError(MicrofwError, ValueError):
-    """A data file is missing, unreadable, or does not fit the model."""
+from microfw.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,17 @@
-"""The exceptions microfw raises at its boundaries."""
+"""Every exception class microfw raises on purpose, each exported from ``microfw``.
+
+All derive from :class:`MicrofwError`; those about bad input are also ``ValueError`` (and
+:class:`MissingExtraError` an ``ImportError``), so callers may catch either.
+"""
 
 from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from microfw.train.loop import History
 
 
 class MicrofwError(Exception):
@@ -93,3 +100,47 @@ def join_path_problem(prefix: str, problem: Problem) -> Problem:
     return Problem(
         join_path(prefix, problem.path), problem.message, problem.value, problem.has_value
     )
+
+
+class ModelFileError(MicrofwError, ValueError):
+    """A model file cannot be loaded: wrong format, missing plugins, or mismatched weights."""
+
+
+class DataError(MicrofwError, ValueError):
+    """A data file is missing, unreadable, or does not fit the model."""
+
+
+class PlotError(MicrofwError):
+    """A plot cannot be drawn (the input does not fit) or its file cannot be written."""
+
+
+class TrainingError(MicrofwError):
+    """Training cannot go on (a loss or the weights became NaN or infinite); the message says
+    where, ``epoch`` and ``batch`` are where it happened and ``history`` what was recorded
+    before."""
+
+    def __init__(
+        self, message: str, *, epoch: int, history: History, batch: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.history = history
+
+
+class MissingExtraError(MicrofwError, ImportError):
+    """An optional dependency is missing (or fails to import); the message names the pip command.
+
+    ``name`` is the module that failed to import, ``extra`` the microfw extra that installs
+    it and ``pip_command`` the command to run (``pip install 'microfw[plot]'``).
+    """
+
+    def __init__(
+        self, module: str, extra: str, what: str, *, reason: str = "", hint: str = ""
+    ) -> None:
+        self.extra = extra
+        self.pip_command = f"pip install 'microfw[{extra}]'"
+        package = module.partition(".")[0]
+        why = reason or "is not installed"
+        message = f"{what} needs {package}, which {why}: {self.pip_command}"
+        super().__init__(message + (f" ({hint})" if hint else ""), name=module)

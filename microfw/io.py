@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microfw._version import __version__
 from microfw.core.interfaces import INTERFACES
 from microfw.core.registry import Registry, current_registry
-from microfw.errors import MicrofwError, PluginError, SpecError
+from microfw.errors import ModelFileError, PluginError, SpecError
 from microfw.spec import models as spec_module
 from microfw.spec.models import plugins_of
 
@@ -42,14 +43,8 @@ READS = (1, 2)
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
 
 
-class ModelFileError(MicrofwError, ValueError):
-    """A model file cannot be loaded: wrong format, missing plugins, or mismatched weights."""
-
-
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically."""
-    from microfw import __version__
-
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -61,7 +56,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
         ],
     }
     weights = io.BytesIO()
-    np.savez(weights, **dict(model.store.items()))
+    arrays: dict[str, Any] = dict(model.store.items())
+    np.savez(weights, **arrays)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

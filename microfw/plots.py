@@ -13,12 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from microfw._extras import require
 from microfw.core.interfaces import Array
-from microfw.errors import MicrofwError
-
-
-class PlotError(MicrofwError):
-    """Plotting is impossible: matplotlib is missing or the input cannot be drawn."""
+from microfw.errors import PlotError
 
 
 class Predictor(Protocol):
@@ -28,14 +25,8 @@ class Predictor(Protocol):
 
 
 def figure_class() -> Any:
-    """:class:`matplotlib.figure.Figure`; :class:`PlotError` if matplotlib is not installed."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotError(
-            "plotting needs matplotlib: pip install 'microfw[plot]' (or pip install matplotlib)"
-        ) from None
-    return Figure
+    """:class:`matplotlib.figure.Figure`; :class:`~microfw.MissingExtraError` without matplotlib."""
+    return require("matplotlib.figure", "plot", "plotting").Figure
 
 
 def plot_history(history: Any, path: str | Path) -> Path:

@@ -146,7 +146,7 @@ def test_missing_matplotlib_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(PlotError, match=r"pip install 'microfw\[plot\]'"):
+    with pytest.raises(mf.MissingExtraError, match=r"pip install 'microfw\[plot\]'"):
         plot_history({"loss": [1.0, 0.5]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 

@@ -380,6 +380,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     registry = mf.default_registry()
     if args.all and args.names:
         raise ValueError("give plugin names or --all, not both")
+    targets: list[tuple[str | None, str]]
     if args.all:
         targets = [(e.kind, e.name) for e in registry.entries()]
     elif args.names:

@@ -20,8 +20,8 @@ class ActivationLayer(Layer):
         self.activation = activation
         self._param_names = ()
 
-    @property  # type: ignore[override]
-    def name(self) -> str:  # the activation's public name, so to_ref() round-trips
+    @property
+    def name(self) -> str:  # type: ignore[override]  # the activation's name: to_ref() round-trips
         return self.activation.name
 
     def get_params(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +36,8 @@ DEFAULT_OPTIMIZER = "sgd"
 _CONFIG = ConfigDict(
     extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
 )
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 PluginData = str | dict[str, Any]
 """A plugin reference as spec data: a bare name or ``{"type": name, **params}``."""
@@ -62,7 +64,7 @@ class TrainingSpec(BaseModel):
         """A copy with ``overrides`` applied; :class:`~microfw.SpecError` lists every problem."""
         problems: list[Problem] = []
         out = _validate_model(TrainingSpec, {**dict(self), **overrides}, "", problems)
-        if problems:
+        if out is None:
             raise SpecError(problems, source="(fit arguments)")
         return out
 
@@ -91,6 +93,9 @@ class ModelSpec(SpecSettings):
 
     Obtain one from :func:`load_spec` or :meth:`~microfw.Sequential.to_spec`; constructing it
     directly checks the structure only, not the plugins (build or load it to check those).
+    A ``ModelSpec`` is a pydantic model, not JSON data: :meth:`to_dict` gives the document
+    (what ``json.dumps`` accepts) and :meth:`to_json` its text; :func:`load_spec` reads either
+    back equal to the spec.
     """
 
     layers: list[PluginData]
@@ -101,11 +106,18 @@ class ModelSpec(SpecSettings):
     """The update rule and its learning-rate schedule."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data."""
-        return self.model_dump(mode="json")
+        """The spec as a JSON document of plain Python data.
+
+        Only ``dict`` (string keys), ``list``, ``str``, ``int``, ``float`` (finite), ``bool``
+        and ``None``: ``json.dumps`` accepts it, and ``load_spec(spec.to_dict()) == spec``.
+        Every plugin is written out in full, as ``{"type": name, **params}``.
+        """
+        data: dict[str, Any] = self.model_dump(mode="json")
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
-        """The spec as JSON text."""
+        """The spec as JSON text (``json.dumps(self.to_dict(), indent=indent)``), the form a
+        model file stores; ``load_spec(spec.to_json()) == spec``."""
         return json.dumps(self.to_dict(), indent=indent)
 
 
@@ -178,7 +190,7 @@ def resolve(
     return Resolved(
         settings,
         [layer for _, layer in layers],
-        loss,  # type: ignore[arg-type]
+        loss,
         optimizer,
         [path for path, _ in layers],
     )
@@ -217,8 +229,10 @@ def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:
 
 
 def _validate_model(
-    model: type[BaseModel], data: Mapping[str, Any], path: str, problems: list[Problem]
-) -> Any:
+    model: type[_Model], data: Mapping[str, Any], path: str, problems: list[Problem]
+) -> _Model | None:
+    """``data`` validated as ``model``; None, with every problem added to ``problems``, if
+    it is invalid."""
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
@@ -294,12 +308,12 @@ def _resolve_layer(
     layer = _create(registry, kind, {"type": name, **params} if params else name, path, problems)
     out: list[tuple[str, Layer]] = []
     if layer is not None:
-        out.append((path, layer if kind == "layer" else ActivationLayer(layer)))  # type: ignore[arg-type]
+        out.append((path, layer if kind == "layer" else ActivationLayer(layer)))
     if activation is not None:
         act_path = join_path(path, "activation")
         act = _create(registry, "activation", activation, act_path, problems)
         if act is not None:
-            out.append((act_path, ActivationLayer(act)))  # type: ignore[arg-type]
+            out.append((act_path, ActivationLayer(act)))
     return out
 
 
@@ -371,7 +385,7 @@ def _prefix(prefix: str, problems: list[Problem]) -> list[Problem]:
     return [join_path_problem(prefix, p) for p in problems]
 
 
-def _is_positive_int(value: Any) -> bool:
+def _is_positive_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 

@@ -31,7 +31,8 @@ def _link_refs(value: Any) -> Any:
 
 
 def _model_schema(model: Any, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
-    return _link_refs(model.model_json_schema(ref_template=ref_template))
+    schema: dict[str, Any] = _link_refs(model.model_json_schema(ref_template=ref_template))
+    return schema
 
 
 def json_schema(registry: Registry | None = None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from microfw._extras import require
+
 if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
 
@@ -131,13 +133,7 @@ class ProgressBar(Callback):
     """A ``tqdm`` progress bar over epochs showing the latest metrics (``microfw[progress]``)."""
 
     def __init__(self, **tqdm_kwargs: Any) -> None:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError as exc:
-            raise ImportError(
-                "ProgressBar needs the optional 'tqdm' package: pip install 'microfw[progress]'"
-            ) from exc
-        self._tqdm = tqdm
+        self._tqdm = require("tqdm.auto", "progress", "ProgressBar").tqdm
         self.tqdm_kwargs = tqdm_kwargs
 
     def on_train_begin(self, logs: Logs) -> None:

@@ -13,29 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microfw._extras import require
 from microfw.core.buffers import WorkBuffer
 from microfw.core.interfaces import Array
-from microfw.errors import MicrofwError
+from microfw.errors import TrainingError
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
     from microfw.spec.models import TrainingSpec
-
-
-class TrainingError(MicrofwError):
-    """Training cannot go on (a loss or the weights became NaN or infinite); the message says
-    where, ``epoch`` and ``batch`` are where it happened and ``history`` what was recorded
-    before."""
-
-    def __init__(
-        self, message: str, *, epoch: int, history: History, batch: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.epoch = epoch
-        self.batch = batch
-        self.history = history
 
 
 @dataclass
@@ -243,13 +230,9 @@ def blas_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise MicrofwError(
-            f"blas_threads={threads} needs threadpoolctl: pip install 'microfw[fast]' "
-            "(or set blas_threads to null to leave BLAS as it is)"
-        ) from None
+    hint = "or set blas_threads to null to leave BLAS as it is"
+    threadpoolctl = require("threadpoolctl", "fast", f"blas_threads={threads}", hint=hint)
+    threadpool_limits = threadpoolctl.threadpool_limits
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
 

@@ -10,10 +10,15 @@ element and accuracy is the fraction of correct elements.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from microfw.core.interfaces import Array, Loss
+
+Targets = NDArray[Any]
+"""Targets as :meth:`Accuracy.correct` compares them: integer class labels or booleans."""
 
 
 @dataclass(frozen=True)
@@ -25,11 +30,11 @@ class Accuracy:
 
     threshold: float | None
 
-    def targets(self, y_true: Array) -> Array:
+    def targets(self, y_true: Array) -> Targets:
         """The targets in the form :meth:`correct` compares with: labels or booleans."""
         return y_true.argmax(axis=1) if self.threshold is None else y_true >= 0.5
 
-    def correct(self, y_pred: Array, targets: Array) -> int:
+    def correct(self, y_pred: Array, targets: Targets) -> int:
         """How many rows (argmax) or elements (threshold) of ``y_pred`` are right."""
         if self.threshold is None:
             return int(np.count_nonzero(y_pred.argmax(axis=1) == targets))
