@@ -39,10 +39,10 @@ class InPlace:
     ``bias_forward(z, b)``, where given, writes ``f(z + b)`` over ``z`` in one pass.
     """
 
-    forward: Callable[[Any, Array], None]
-    backward: Callable[[Any, Array, Array, Array], None]
+    forward: Callable[[Any, Array], object]
+    backward: Callable[[Any, Array, Array, Array], object]
     over_dy: bool = False
-    bias_forward: Callable[[Array, Array], None] | None = None
+    bias_forward: Callable[[Array, Array], object] | None = None
 
 
 def _sigmoid_backward(act: Any, y: Array, dy: Array, out: Array) -> None:

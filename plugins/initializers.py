@@ -21,7 +21,8 @@ class Plain(Initializer):
     name = "plain"
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
-        return rng.standard_normal(shape) * 0.01
+        out: Array = rng.standard_normal(shape) * 0.01
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return 1e-4
@@ -34,7 +35,8 @@ class Xavier(Initializer):
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
         # Divided, not multiplied by 1/sqrt(n_in): the seeds' exact expression, bit for bit.
-        return rng.standard_normal(shape) / np.sqrt(shape[0])
+        out: Array = rng.standard_normal(shape) / np.sqrt(shape[0])
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return 1.0 / fan_in
@@ -46,7 +48,8 @@ class He(Initializer):
     name = "he"
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
-        return rng.standard_normal(shape) * np.sqrt(2 / shape[0])
+        out: Array = rng.standard_normal(shape) * np.sqrt(2 / shape[0])
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return 2.0 / fan_in
@@ -59,7 +62,8 @@ class GlorotUniform(Initializer):
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
         limit = np.sqrt(6 / (shape[0] + shape[-1]))
-        return rng.uniform(-limit, limit, shape)
+        out: Array = rng.uniform(-limit, limit, shape)
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return 2.0 / (fan_in + fan_out)
@@ -71,7 +75,8 @@ class GlorotNormal(Initializer):
     name = "glorot_normal"
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
-        return rng.standard_normal(shape) * np.sqrt(2 / (shape[0] + shape[-1]))
+        out: Array = rng.standard_normal(shape) * np.sqrt(2 / (shape[0] + shape[-1]))
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return 2.0 / (fan_in + fan_out)
@@ -85,7 +90,8 @@ class Normal(Initializer):
     std: Annotated[float, Field(gt=0)] = 0.05
 
     def __call__(self, shape: tuple[int, ...], rng: RNG) -> Array:
-        return rng.standard_normal(shape) * self.std
+        out: Array = rng.standard_normal(shape) * self.std
+        return out
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return self.std**2

@@ -39,6 +39,7 @@ class Linear(Layer):
         self._dx = WorkBuffer()
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        y: Array
         if not training:
             y = x @ self.W
         else:

@@ -144,7 +144,7 @@ def _bce_value(p: Array, y: Array) -> float:
 
 def _cce_value(p: Array, y: Array) -> float:
     """-1/m sum(y log p), for p already within the clip range."""
-    return -float(np.vdot(y, np.log(p))) / p.shape[0]
+    return -float(np.vdot(y, np.log(p))) / int(p.shape[0])
 
 
 def _check_in_range(name: str, y: Array, low: float, high: float) -> None:

@@ -62,7 +62,7 @@ class InverseTime(Schedule):
     power: Positive = 1.0
 
     def __call__(self, lr0: float, t: int) -> float:
-        return lr0 / (1 + self.decay * t) ** self.power
+        return float(lr0 / (1 + self.decay * t) ** self.power)
 
 
 class Cosine(Schedule):

@@ -6,9 +6,10 @@ is found through the ``microfw`` entry-point group::
     [project.entry-points.microfw]
     my_plugins = "my_package.plugins"
 
-Each ``register_<kind>s`` hook takes no arguments and returns a list of classes. Every class must subclass the
-interface of its kind, be concrete, and carry a ``name`` that is unique within its kind
-(layers and activations share one namespace, as both appear in a spec's ``layers``).
+Each ``register_<kind>s`` hook takes no arguments and returns a list of classes. Every class
+must subclass the interface of its kind, be concrete, and carry a ``name`` that is unique
+within its kind (layers and activations share one namespace, as both appear in a spec's
+``layers``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, get_origin
+from typing import Any, ClassVar, cast, get_origin
 
 from pydantic import (
     BaseModel,
@@ -85,14 +85,14 @@ def params_model(cls: type) -> type[BaseModel]:
     """The pydantic model of ``cls``'s parameters, built once and cached on the class."""
     cached = cls.__dict__.get(_MODEL_ATTR)
     if cached is not None:
-        return cached
+        return cast(type[BaseModel], cached)
     fields: dict[str, Any] = {}
     for name, hint in parameter_hints(cls).items():
         interface = interface_of(hint)
         annotation = _reference_field(interface) if interface is not None else hint
         default = getattr(cls, name, ...)
         fields[name] = (annotation, default)
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{cls.__name__}Params",
         __config__=ConfigDict(
             extra="forbid",
@@ -123,7 +123,7 @@ def validate_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
 
 def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
     """Translate pydantic's errors into :class:`Problem` items with ``a.b[2].c`` paths."""
-    problems = []
+    problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         path = ""
         for part in err["loc"]:

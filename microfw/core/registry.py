@@ -266,7 +266,7 @@ class Registry:
         return self._fusions
 
     def _collect_fusions(self) -> list[FusionEntry]:
-        found: dict[tuple[type, ...], FusionEntry] = {}
+        found: dict[tuple[object, ...], FusionEntry] = {}
         hook = getattr(self._pm.hook, hookspecs.FUSION_HOOK)
         for impl in hook.get_hookimpls():
             prov = self._provenance.get(impl.plugin_name) or Provenance(
@@ -279,9 +279,9 @@ class Registry:
                 continue
             for rule in rules:
                 if isinstance(rule, Fusion):
-                    key: tuple[type, ...] = ("fusion", *rule.pattern)  # type: ignore[assignment]
+                    key: tuple[object, ...] = ("fusion", *rule.pattern)
                 elif isinstance(rule, LossFusion):
-                    key = ("loss", rule.last, rule.loss)  # type: ignore[assignment]
+                    key = ("loss", rule.last, rule.loss)
                 else:
                     message = f"register_fusions(): {rule!r} is not a Fusion or LossFusion"
                     self._problem(prov.source, prov.package, message)
@@ -376,7 +376,7 @@ def _invalid_class(cls: object, interface: type) -> str | None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         return f"{_qualname(cls)} has no valid `name` (got {name!r})"
     if inspect.isabstract(cls):
-        missing = ", ".join(sorted(cls.__abstractmethods__))
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
         return f"{_qualname(cls)} is abstract: implement {missing}"
     try:
         parameter_hints(cls)

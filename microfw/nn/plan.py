@@ -150,7 +150,9 @@ def _fused(
     for rule in fusions:
         n = len(rule.pattern)
         window = [plugin_of(layer) for layer in body[i : i + n]]
-        if len(window) < n or any(type(p) is not c for p, c in zip(window, rule.pattern)):
+        if len(window) < n or any(
+            type(p) is not c for p, c in zip(window, rule.pattern, strict=True)
+        ):
             continue
         if rule.applies is not None and not rule.applies(window):
             continue

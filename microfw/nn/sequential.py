@@ -126,7 +126,7 @@ class Sequential:
         self.store.build(
             [
                 (f"layers.{i}", layer, n_in)
-                for i, (layer, n_in) in enumerate(zip(self.layers, widths))
+                for i, (layer, n_in) in enumerate(zip(self.layers, widths, strict=False))
             ]
         )
         for i, path in enumerate(resolved.layer_paths):
@@ -169,7 +169,7 @@ class Sequential:
             training=self.training,
             seed=self.seed,
             rng=self.rng,
-            dtype=self.dtype.name,
+            dtype="float32" if self.dtype == np.float32 else "float64",
         )
 
     # -- numerics --------------------------------------------------------------------------
@@ -316,10 +316,10 @@ class Sequential:
                 f"X has shape {X.shape}; expected (n_samples, {self.input_dim}) "
                 f"(input_dim={self.input_dim})"
             )
-        X = _finite(_cast(X, self.dtype), "X")
-        if not self._forward_checked and X.shape[0]:
-            self._check_forward(X[:2])
-        return X
+        checked = _finite(_cast(X, self.dtype), "X")
+        if not self._forward_checked and checked.shape[0]:
+            self._check_forward(checked[:2])
+        return checked
 
     def _check_forward(self, X: Array) -> None:
         """Run the first rows through every layer once, checking each output's shape and dtype.

@@ -25,7 +25,7 @@ from microfw.core.registry import Registry, current_registry, unknown_name_messa
 from microfw.core.rng import RngKind
 from microfw.errors import Problem, SpecError, join_path, join_path_problem
 
-SPEC_VERSION = 1
+SPEC_VERSION: Literal[1] = 1
 MAX_PARAMETERS = 10_000_000
 """The most parameters a spec may ask for (80 MB of float64 weights), checked before any array
 is made. The count is an upper bound from the widths: ``n_in * n_out + n_out`` for every layer

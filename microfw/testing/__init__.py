@@ -47,11 +47,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.fusions import Fusion, LossFusion, Rule
@@ -434,7 +435,7 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
             if isinstance(obj, Activation):
                 _activation_fast_paths(obj, rng, np.dtype(dtype), rtol)
             elif isinstance(obj, Loss):
-                y_pred, y_true = (a.astype(dtype) for a in _loss_points(obj, rng))
+                y_pred, y_true = (_as(a, dtype) for a in _loss_points(obj, rng))
                 value, grad = obj.value_and_grad(y_pred, y_true)
                 _expect_same(
                     f"value_and_grad()[0] ({label})", value, obj.value(y_pred, y_true), rtol
@@ -501,8 +502,13 @@ def check_fusion(rule: Rule, *, registry: Registry | None = None) -> None:
         ) from exc
 
 
+def _as(a: Array, dtype: Any) -> Array:
+    out: Array = a.astype(dtype)
+    return out
+
+
 def _instances(classes: tuple[type[Plugin], ...]) -> tuple[list[Any], list[Layer]]:
-    plugins = [cls(**cls.example_params) for cls in classes]
+    plugins: list[Any] = [cls(**cls.example_params) for cls in classes]
     layers = [ActivationLayer(p) if isinstance(p, Activation) else p for p in plugins]
     return plugins, layers
 
@@ -519,7 +525,12 @@ def _check_layer_fusion(rule: Fusion, dtype: np.dtype[Any], rtol: float) -> None
         widths = [n_in]
         for layer in layers:
             widths.append(layer.output_dim(widths[-1]))
-        store.build([(f"layers.{i}", layer, w) for i, (layer, w) in enumerate(zip(layers, widths))])
+        store.build(
+            [
+                (f"layers.{i}", layer, w)
+                for i, (layer, w) in enumerate(zip(layers, widths, strict=False))
+            ]
+        )
         noise = np.random.default_rng(SEED + 1)
         for _, p in store.items(trainable=True):  # so that zero-initialised biases count too
             p += noise.standard_normal(p.shape).astype(dtype)
@@ -573,9 +584,12 @@ def _check_loss_fusion(rule: LossFusion, dtype: np.dtype[Any], rtol: float) -> N
 def _targets_like(p: Array, rng: np.random.Generator) -> Array:
     """Targets in the domain of probability losses: one-hot rows when ``p``'s rows sum to 1
     (a softmax), else 0/1 values."""
+    targets: Array
     if np.allclose(p.sum(axis=1), 1):
-        return np.eye(p.shape[1])[rng.integers(0, p.shape[1], p.shape[0])]
-    return rng.integers(0, 2, p.shape).astype(float)
+        targets = np.eye(p.shape[1])[rng.integers(0, p.shape[1], p.shape[0])]
+    else:
+        targets = rng.integers(0, 2, p.shape).astype(float)
+    return targets
 
 
 def _expect_same(
@@ -654,12 +668,14 @@ def check_initializer(
 
 
 def _global_state() -> tuple[Any, ...]:
-    name, key, pos, has_gauss, gauss = np.random.get_state()
-    return name, key.tobytes(), pos, has_gauss, gauss
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return name, np.asarray(key).tobytes(), pos, has_gauss, gauss
 
 
 def _quadratic_grads(
-    params: list[Array], centres: list[Array], curvature: list[Array]
+    params: Sequence[NDArray[Any]],
+    centres: Sequence[NDArray[Any]],
+    curvature: Sequence[NDArray[Any]],
 ) -> list[Array]:
     """Gradients of :func:`_quadratic`, in the parameters' dtype."""
     return [
@@ -667,7 +683,11 @@ def _quadratic_grads(
     ]
 
 
-def _quadratic(params: list[Array], centres: list[Array], curvature: list[Array]) -> float:
+def _quadratic(
+    params: Sequence[NDArray[Any]],
+    centres: Sequence[NDArray[Any]],
+    curvature: Sequence[NDArray[Any]],
+) -> float:
     """0.5 * sum(c * (p - centre)^2): convex, minimum 0 at the centres."""
     return 0.5 * sum(
         float(np.sum(c * (p.astype(np.float64) - m) ** 2))
@@ -798,7 +818,7 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
             raise AssertionError(
                 f"the name {cls.name!r} is registered to {other.__module__}.{other.__qualname__}"
             )
-        params = cls.example_params if plugin is cls else plugin.get_params()
+        params = cls.example_params if isinstance(plugin, type) else plugin.get_params()
         built = registry.create(kind, {"type": cls.name, **params})
         if type(built) is not cls:
             raise AssertionError(f"create() built a {type(built).__name__}, not {cls.__name__}")

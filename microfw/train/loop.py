@@ -91,7 +91,7 @@ def _fit(
     data = _Batches(X, y, accuracy, config.batch_size, config.shuffle, model.streams.shuffle)
     n = X.shape[0]
     val_accuracy = None if y_val is None else accuracy_for(y_val, model.loss)
-    val_targets = None if val_accuracy is None else val_accuracy.targets(y_val)
+    val_targets = None if val_accuracy is None or y_val is None else val_accuracy.targets(y_val)
 
     callbacks = list(callbacks)
     for callback in callbacks:
