@@ -58,8 +58,7 @@ parameter's size is allocated."""
 
 _COMPILED_MIN = 4096
 """Arrays from this size take the compiled step (with numba); below it, calling either path
-costs more than the arithmetic (on the XOR network's 13 weights the compiled call measured
-slower)."""
+costs more than the arithmetic (the benchmarks' XOR workload shows it)."""
 
 
 class _Plan:
