@@ -2,7 +2,7 @@
 
 NumPy spends one pass over an array per operation; right after a matrix product those passes
 dominate what is left of an epoch. A kernel here does several operations in one pass. Each is
-plain Python compiled by numba on first use (about 0.3 s, cached on disk where numba can) and
+plain Python compiled by numba on first use (cached on disk where numba can) and
 computes what its NumPy equivalent does: bit for bit, except the softmax kernel, whose exp and
 row sums may differ in the last bit.
 
