@@ -141,6 +141,7 @@ def make_plan(
         else:
             steps.append(LayerStep(layer))
         i += 1
+    applied.sort(key=lambda item: int(item[0][len("layers[") :].split("]")[0].split(".")[0]))
     return _link(Plan(mode, steps, head, applied))
 
 
