@@ -65,6 +65,13 @@ class Sigmoid(Activation):
         out *= y
         out *= dy
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): 1 / (1 + exp(min(-x, cap))), as sigmoid_into computes it
+        (onnxruntime's own Sigmoid is approximate: 1e-8 relative in float64)."""
+        capped = ctx.node("Min", [ctx.node("Neg", [x]), ctx.constant(_exp_cap(ctx.dtype), "cap")])
+        one = ctx.constant(1.0, "one")
+        return str(ctx.node("Reciprocal", [ctx.node("Add", [ctx.node("Exp", [capped]), one])]))
+
 
 class Tanh(Activation):
     """y = tanh(x); y' = 1 - y^2."""
@@ -85,6 +92,10 @@ class Tanh(Activation):
         np.multiply(y, y, out=out)
         np.subtract(1, out, out=out)
         out *= dy
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Tanh."""
+        return str(ctx.node("Tanh", [x]))
 
 
 class ReLU(Activation):
@@ -117,6 +128,10 @@ class ReLU(Activation):
     def forward_bias_into(self, x: Array, bias: Array, out: Array) -> None:
         kernels.bias_relu(x, bias, out)
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Relu."""
+        return str(ctx.node("Relu", [x]))
+
 
 class LeakyReLU(Activation):
     """y = x where x > 0, else alpha x; y' = 1 where x > 0, else alpha."""
@@ -142,6 +157,11 @@ class LeakyReLU(Activation):
         out += self.alpha  # ... now 1 or alpha
         out *= dy
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Max(x, alpha x), alpha in the model's dtype (LeakyRelu's
+        alpha attribute is a float32)."""
+        return str(ctx.node("Max", [x, ctx.node("Mul", [x, ctx.constant(self.alpha, "alpha")])]))
+
 
 class Identity(Activation):
     """y = x; y' = 1 (a linear output, e.g. for regression)."""
@@ -161,6 +181,10 @@ class Identity(Activation):
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.copyto(out, dy)
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Identity."""
+        return str(ctx.node("Identity", [x]))
 
 
 @hookimpl
