@@ -4,6 +4,7 @@ Both take a spec (a path, JSON text or dict; default :data:`DEFAULT_SPEC`) and f
 the data decides:
 
 * ``input_dim`` is the number of columns of ``X`` (a spec that states another is an error);
+* a spec without ``optimizer`` or ``training`` takes those of :data:`DEFAULT_SPEC`;
 * a spec **without** ``loss`` lists the hidden layers only, and the estimator appends the
   output layer and loss for the targets: binary classes -> ``linear(1) + sigmoid`` with
   ``bce``; multi-class (any label type: ints, strings...) -> ``linear(k) + softmax`` with
@@ -149,6 +150,8 @@ class _MicrofwEstimator(BaseEstimator):  # type: ignore[misc]
     def _spec_data(self, n_features: int) -> dict[str, Any]:
         """The spec as a dict with the data's widths and the flat parameters applied."""
         data = _read_spec(DEFAULT_SPEC if self.spec is None else self.spec)
+        for key in ("optimizer", "training"):  # a spec of layers alone trains as the default
+            data.setdefault(key, copy.deepcopy(DEFAULT_SPEC[key]))
         layers = list(data.get("layers", []))
         complete = "loss" in data
         if self.hidden_units is not None:

@@ -192,6 +192,9 @@ def test_get_set_params_clone() -> None:
     assert first["layers"][0]["units"] == 6  # hidden_units override the spec's widths
     assert first["layers"][1]["type"] == "tanh"
     assert first["optimizer"]["lr"] == 0.1 and first["training"]["epochs"] == 3
+    # What the spec leaves out comes from DEFAULT_SPEC: momentum, batches of 32.
+    assert first["optimizer"]["momentum"] == DEFAULT_SPEC["optimizer"]["momentum"]
+    assert first["training"]["batch_size"] == DEFAULT_SPEC["training"]["batch_size"]
 
 
 def test_complete_spec_from_a_file_is_used_as_it_is() -> None:
