@@ -77,12 +77,13 @@ class OnnxContext:
         self._used.add(name)
         return name
 
-    def constant(self, value: Any, hint: str = "const") -> str:
-        """Add ``value`` (a number or array) as an initializer in the model's dtype; its name."""
+    def constant(self, value: Any, hint: str = "const", dtype: Any = None) -> str:
+        """Add ``value`` (a number or array) as an initializer; its name. In the model's dtype
+        unless ``dtype`` says otherwise (e.g. ``np.int64`` for a shape)."""
         from onnx import numpy_helper
 
         name = self.fresh(hint)
-        array = np.asarray(value, dtype=self.dtype)
+        array = np.asarray(value, dtype=self.dtype if dtype is None else dtype)
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit  # type: ignore[import-untyped]
 from sklearn.base import (  # type: ignore[import-untyped]
     BaseEstimator,
     ClassifierMixin,
@@ -279,7 +280,7 @@ class MicrofwClassifier(ClassifierMixin, _MicrofwEstimator):  # type: ignore[mis
         """Probabilities, one column per output of the network."""
         out = self._outputs(X)
         if self.model_.loss.decision_threshold() == 0.0:  # logits (bce with from_logits)
-            out = 1 / (1 + np.exp(-out))
+            out = expit(out)
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray[Any, Any]:

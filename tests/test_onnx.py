@@ -99,6 +99,29 @@ def test_random_deep_specs_match(seed: int, dtype: str, tmp_path: Path) -> None:
     assert_matches(model, tmp_path / "random.onnx", X)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", [*ACTIVATIONS, "softmax"])
+def test_each_activation_matches_at_extreme_inputs(
+    activation: str, dtype: str, tmp_path: Path
+) -> None:
+    """Through a linear layer with identity weights: inputs from -1e4 to 1e4, where sigmoid's
+    exponent is capped and tanh, softsign and softmax saturate."""
+    model = mf.build(
+        {
+            "spec_version": 1,
+            "input_dim": 4,
+            "layers": [{"type": "linear", "units": 4}, activation],
+            "loss": "squared_error",
+            "dtype": dtype,
+        }
+    )
+    model.set_weights([np.eye(4), np.zeros(4)])
+    values = np.concatenate([-np.logspace(-3, 4, 30), [0.0], np.logspace(-3, 4, 30)])
+    X = np.random.default_rng(0).permutation(np.resize(values, 244)).reshape(61, 4)
+    export(model, tmp_path / "act.onnx")
+    assert_matches(model, tmp_path / "act.onnx", X)
+
+
 def test_interface_metadata_and_dynamic_batch(tmp_path: Path) -> None:
     model = mf.build(
         {
