@@ -129,6 +129,8 @@ class _MicrofwEstimator(BaseEstimator):  # type: ignore[misc]
             y_numeric=isinstance(self, RegressorMixin),
         )
         if fresh:
+            if hasattr(self, "model_"):  # a refit that fails leaves no stale network behind
+                del self.model_
             self._learn_targets(y, classes)
         Y = self._encode(y)
         data = self._spec_data(X.shape[1])
@@ -193,7 +195,7 @@ class _MicrofwEstimator(BaseEstimator):  # type: ignore[misc]
     # -- predicting ------------------------------------------------------------------------------
 
     def _outputs(self, X: Any) -> np.ndarray[Any, Any]:
-        check_is_fitted(self)
+        check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=_FLOATS)
         return np.asarray(self.model_.predict(X))
 

@@ -16,6 +16,7 @@ pytest.importorskip("sklearn")
 
 from sklearn.base import clone
 from sklearn.datasets import load_iris, make_multilabel_classification, make_regression
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -273,6 +274,11 @@ def test_feature_names_in_from_a_dataframe() -> None:
 
 def test_one_class_and_continuous_targets_are_refused() -> None:
     X = np.random.default_rng(0).normal(size=(10, 2))
+    clf = MicrofwClassifier(epochs=1).fit(X, [0, 1] * 5)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.fit(X, X[:, 0])
+    with pytest.raises(NotFittedError):  # the failed refit left no stale network
+        clf.predict(X)
     with pytest.raises(ValueError, match=r"at least 2 classes.*1 class"):
         MicrofwClassifier().fit(X, ["a"] * 10)
     with pytest.raises(ValueError, match="Unknown label type"):
