@@ -128,6 +128,11 @@ class TrainingError(MicrofwError):
         self.history = history
 
 
+class OnnxExportError(MicrofwError):
+    """A model cannot be exported to ONNX: a plugin without an ONNX mapping (see
+    :mod:`microfw.onnx`)."""
+
+
 class MissingExtraError(MicrofwError, ImportError):
     """An optional dependency is missing (or fails to import); the message names the pip command.
 

@@ -7,7 +7,7 @@ with a linear layer, in place, is written as rules in :mod:`.fusions`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
@@ -15,7 +15,7 @@ from pydantic import Field
 from microfw import Activation, hookimpl
 from microfw.core.interfaces import Array
 
-from .ops import sigmoid, sigmoid_into
+from .ops import exp_cap, sigmoid, sigmoid_into
 
 
 class Sigmoid(Activation):
@@ -37,6 +37,13 @@ class Sigmoid(Activation):
         out *= y
         out *= dy
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): 1 / (1 + exp(min(-x, cap))), as sigmoid_into computes it
+        (onnxruntime's own Sigmoid is approximate: 1e-8 relative in float64)."""
+        capped = ctx.node("Min", [ctx.node("Neg", [x]), ctx.constant(exp_cap(ctx.dtype), "cap")])
+        one = ctx.constant(1.0, "one")
+        return str(ctx.node("Reciprocal", [ctx.node("Add", [ctx.node("Exp", [capped]), one])]))
+
 
 class Tanh(Activation):
     """y = tanh(x); y' = 1 - y^2."""
@@ -57,6 +64,10 @@ class Tanh(Activation):
         np.subtract(1, out, out=out)
         out *= dy
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Tanh."""
+        return str(ctx.node("Tanh", [x]))
+
 
 class ReLU(Activation):
     """y = max(x, 0); y' = 1 where x > 0, else 0 (0 at the kink x = 0)."""
@@ -74,6 +85,10 @@ class ReLU(Activation):
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.multiply(dy, x > 0, out=out)
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Relu."""
+        return str(ctx.node("Relu", [x]))
 
 
 class LeakyReLU(Activation):
@@ -99,6 +114,11 @@ class LeakyReLU(Activation):
         out += self.alpha  # ... now 1 or alpha
         out *= dy
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Max(x, alpha x), alpha in the model's dtype (LeakyRelu's
+        alpha attribute is a float32)."""
+        return str(ctx.node("Max", [x, ctx.node("Mul", [x, ctx.constant(self.alpha, "alpha")])]))
+
 
 class Identity(Activation):
     """y = x; y' = 1 (a linear output, e.g. for regression)."""
@@ -116,6 +136,10 @@ class Identity(Activation):
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         np.copyto(out, dy)
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Identity."""
+        return str(ctx.node("Identity", [x]))
 
 
 @hookimpl

@@ -55,6 +55,13 @@ class Linear(Layer):
         assert dx is not None
         return dx
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Gemm(x, W, b), or MatMul(x, W) without a bias."""
+        W, *b = ctx.weights(self)
+        if not b:
+            return str(ctx.node("MatMul", [x, ctx.constant(W, "W")]))
+        return str(ctx.node("Gemm", [x, ctx.constant(W, "W"), ctx.constant(b[0], "b")]))
+
 
 class Softmax(Layer):
     """y_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) per row; dx = y (dy - sum(dy y))."""
@@ -92,6 +99,10 @@ class Softmax(Layer):
         np.subtract(dy, dots[:, None], out=dx)
         dx *= y
         return dx
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Softmax over the last axis."""
+        return str(ctx.node("Softmax", [x], axis=-1))
 
 
 @hookimpl

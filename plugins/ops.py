@@ -25,14 +25,14 @@ def sigmoid_into(x: Array, out: Array) -> None:
     ``out`` may be ``x``.
     """
     np.negative(x, out=out)
-    np.minimum(out, _exp_cap(out.dtype), out=out)
+    np.minimum(out, exp_cap(out.dtype), out=out)
     np.exp(out, out=out)
     out += 1
     np.reciprocal(out, out=out)
 
 
 @cache
-def _exp_cap(dtype: np.dtype[Any]) -> Any:
+def exp_cap(dtype: np.dtype[Any]) -> Any:
     """-log of the smallest normal number of ``dtype``."""
     return -np.log(np.finfo(dtype).tiny)
 

@@ -131,7 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all", action="store_true", help="check every registered plugin")
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("export", help="write a saved model as ONNX (extra 'onnx')")
+    p.add_argument("model", metavar="MODEL", help=f"a saved model ({MODEL_FILE})")
+    p.add_argument("out", type=Path, metavar="OUT", help="the ONNX file to write (OUT.onnx)")
+    p.set_defaults(run=cmd_export)
     return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Load MODEL and write it as ONNX to OUT (input "X", output "Y"; see microfw.onnx)."""
+    from microfw.onnx import export
+
+    export(mf.load(args.model), args.out)
+    print(f"wrote {args.out}")
+    return 0
 
 
 # -- fit, evaluate, predict -----------------------------------------------------------------

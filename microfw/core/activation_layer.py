@@ -39,3 +39,7 @@ class ActivationLayer(Layer):
 
     def __repr__(self) -> str:
         return f"ActivationLayer({self.activation!r})"
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX: the wrapped activation's own ``to_onnx`` (see :mod:`microfw.onnx`)."""
+        return str(ctx.call(self.activation, x))

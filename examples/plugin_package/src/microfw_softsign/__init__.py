@@ -6,6 +6,8 @@ Installed, it is found through the ``microfw`` entry-point group declared in thi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 import microfw
@@ -24,6 +26,11 @@ class Softsign(microfw.Activation):
 
     def derivative(self, x: Array, y: Array) -> Array:
         return 1 / np.square(1 + np.abs(x))
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """Optional ONNX mapping (microfw.onnx.export): Div(x, Add(Abs(x), 1))."""
+        denominator = ctx.node("Add", [ctx.node("Abs", [x]), ctx.constant(1.0, "one")])
+        return str(ctx.node("Div", [x, denominator]))
 
 
 @microfw.hookimpl
