@@ -358,22 +358,26 @@ def test_the_forward_check_runs_once() -> None:
 
 
 class Float64Weights(mf.default_registry().get("layer", "linear")):  # type: ignore[misc]
-    """y = x W + b, keeping W in float64 whatever the model's dtype."""
+    """y = x W + b, keeping a float64 copy of W whatever the model's dtype."""
 
     name = "float64_weights"
 
-    def build(self, n_in: int, rng: Any, dtype: Any) -> None:
-        super().build(n_in, rng, dtype)
+    def build(self, n_in: int, store: Any) -> None:
+        super().build(n_in, store)
         self.W = self.W.astype(np.float64)
-        self._params[0] = self.W
 
 
-def test_a_layer_building_parameters_in_another_dtype_is_named() -> None:
+def test_a_layer_computing_in_another_dtype_is_named() -> None:
+    model = mf.Sequential(
+        [Float64Weights(units=2)], input_dim=2, loss="squared_error", dtype="float32"
+    )
     with pytest.raises(
         mf.PluginError,
-        match=r"layers\[0\]: layer 'float64_weights' from .* "
-        r"dtype float64; the model's dtype is float32",
+        match=r"layers\[0\]: layer 'float64_weights' from .*: forward returned float64\[2, 2\] "
+        r"for 2 row\(s\) of width 2, expected float32\[2, 2\]",
     ):
-        mf.Sequential([Float64Weights(units=2)], input_dim=2, loss="squared_error", dtype="float32")
-    # In float64 the same layer is fine.
-    mf.Sequential([Float64Weights(units=2)], input_dim=2, loss="squared_error")
+        model.predict(np.ones((3, 2)))
+    # In float64 the same layer runs (its copy of W is the contract kit's to catch).
+    mf.Sequential([Float64Weights(units=2)], input_dim=2, loss="squared_error").predict(
+        np.ones((3, 2))
+    )

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 import microfw as mf
 from microfw import testing
+from microfw.core.fusions import Fusion, LossFusion, Step
 from microfw.core.rng import LegacyRNG
 
 REG = mf.Registry()
@@ -182,27 +183,9 @@ class SoftsignFastBackwardClobbers(Softsign):
         np.copyto(out, dy)
 
 
-class SoftsignClaimsOutputDerivative(Softsign):
-    """y = x / (1 + |x|), wrongly claiming its derivative needs only y."""
-
-    name = "softsign_claims_output_derivative"
-    derivative_from_output = True
-
-
-class SoftsignClaimsBackwardInPlace(Softsign):
-    """y = x / (1 + |x|) claiming backward_in_place, though it writes out before reading dy."""
-
-    name = "softsign_claims_backward_in_place"
-    backward_in_place = True
-
-    def backward_into(self, x, y, dy, out):
-        np.copyto(out, self.derivative(x, y))
-        out *= dy
-
-
 class SoftsignWritesOutFirst(Softsign):
-    """y = x / (1 + |x|) whose forward_into writes out before reading x: valid, as it does not
-    claim derivative_from_output (so it is never called over x itself)."""
+    """y = x / (1 + |x|) whose forward_into writes out before reading x: valid, as ``out`` is
+    never ``x`` (running in place is a fusion rule's business, not the activation's)."""
 
     name = "softsign_writes_out_first"
 
@@ -212,39 +195,13 @@ class SoftsignWritesOutFirst(Softsign):
         np.divide(x, out, out=out)
 
 
-def test_an_activation_not_working_in_place_passes_every_check():
+def test_an_activation_writing_its_output_first_passes_every_check():
     testing.check_plugin(SoftsignWritesOutFirst)
-
-
-class SoftsignBiasIgnored(Softsign):
-    """y = x / (1 + |x|) whose fused bias pass forgets the bias."""
-
-    name = "softsign_bias_ignored"
-    fuses_bias = True
-
-    def forward_bias_into(self, x, bias, out):
-        self.forward_into(x, out)
-
-
-class SoftsignBiasOverwritesX(Softsign):
-    """y = x / (1 + |x|) whose fused bias pass writes out before reading x."""
-
-    name = "softsign_bias_overwrites_x"
-    fuses_bias = True
-
-    def forward_bias_into(self, x, bias, out):
-        out[...] = bias
-        out += x
-        self.forward_into(out, out)
 
 
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
-        (SoftsignClaimsBackwardInPlace, r"backward_into\(x, y, dy, dy\) \(float64\) differs"),
-        (SoftsignBiasIgnored, r"forward_bias_into \(float64\) differs from forward\(x \+ bias\)"),
-        (SoftsignBiasOverwritesX, r"forward_bias_into\(x, bias, x\) \(float64\) differs"),
-        (SoftsignClaimsOutputDerivative, r"derivative\(y, y\) \(float64\) differs"),
         (SoftsignFastForwardOff, r"forward_into \(float64\) differs from the plain method"),
         (SoftsignFastBackwardOff, r"backward_into \(float64\) differs"),
         (SoftsignFastBackwardClobbers, r"changed their input dy"),
@@ -290,15 +247,42 @@ class LinearAccumulating(Linear):
         return dy @ self.W.T
 
 
+class LinearCopiesItsWeights(Linear):
+    """y = x W + b with a copy of W taken when built: the store's W, which optimizers update,
+    is never read."""
+
+    name = "linear_copies_its_weights"
+
+    def build(self, n_in, store):
+        super().build(n_in, store)
+        self.W = self.W.copy()
+
+
 class LinearRebinding(Linear):
-    """y = x W + b, replacing its weight array on every forward."""
+    """y = x W + b, replacing its weight array by a copy on every forward."""
 
     name = "linear_rebinding"
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=False):
         self.W = self.W.copy()
-        self._params[0] = self.W
         return super().forward(x, training)
+
+
+class ShiftKeepingItsOwnGradient(mf.Layer):
+    """y = x + b whose bias gradient goes to an array of its own, not the store's."""
+
+    name = "shift_keeping_its_own_gradient"
+
+    def build(self, n_in, store):
+        self.b = store.add("b", (n_in,), 0.0)
+        self.db = np.zeros(n_in, store.dtype)
+
+    def forward(self, x, training=False):
+        return x + self.b
+
+    def backward(self, dy):
+        np.sum(dy, axis=0, out=self.db)
+        return dy
 
 
 class LinearWrongWidth(Linear):
@@ -315,69 +299,11 @@ class LinearTrainingDiffers(Linear):
 
     name = "linear_training_differs"
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=False):
         y = super().forward(x, training)
         if not training:
             y += self.b
         return y
-
-
-class LinearSkipsBiasGradient(Linear):
-    """y = x W + b that also skips its bias gradient when nobody needs dx."""
-
-    name = "linear_skips_bias_gradient"
-
-    def backward(self, dy):
-        dx = super().backward(dy)
-        if not self.needs_input_grad:
-            self.db[...] = 0
-        return dx
-
-
-class LinearAdoptsHalfway(Linear):
-    """y = x W + b that, asked to adopt arrays, takes the weights but keeps its own bias."""
-
-    name = "linear_adopts_halfway"
-
-    def adopt(self, params, grads):
-        self.W, self.dW = params[0], grads[0]
-        self._params[0], self._grads[0] = self.W, self.dW
-
-
-class LinearAdoptsCopies(Linear):
-    """y = x W + b that adopts copies of the arrays it is given (writes go nowhere)."""
-
-    name = "linear_adopts_copies"
-
-    def adopt(self, params, grads):
-        super().adopt([p.copy() for p in params], [g.copy() for g in grads])
-
-
-class LinearDefersACopy(Linear):
-    """y = x W + b that hands over a copy of its bias (the optimizer's updates never reach
-    the next layer)."""
-
-    name = "linear_defers_a_copy"
-
-    def defer_bias(self):
-        super().defer_bias()
-        return self.b.copy()
-
-
-class LinearDefersAndAdds(Linear):
-    """y = x W + b that hands over its bias but still adds it in training."""
-
-    name = "linear_defers_and_adds"
-
-    def defer_bias(self):
-        return self.b
-
-
-class SoftmaxClaimsScratch(Softmax):
-    """Row-wise softmax claiming its output is scratch, though backward reads it."""
-
-    name = "softmax_claims_scratch"
-    output_is_scratch = True
 
 
 class SquaredErrorFusedOff(mf.Loss):
@@ -400,95 +326,236 @@ def test_a_loss_whose_value_and_grad_disagrees_is_caught():
         testing.check_plugin(SquaredErrorFusedOff)
 
 
-class ShiftWithALazyGradient(mf.Layer):
-    """y = x + b claiming grad_is_scratch, though gradients() sums the array backward returned."""
-
-    name = "shift_with_a_lazy_gradient"
-    grad_is_scratch = True
-
-    def build(self, n_in, rng, dtype):
-        self.b = np.zeros(n_in, dtype)
-        self.db = np.zeros(n_in, dtype)
-        self._dx = np.zeros((1, n_in), dtype)
-
-    def parameters(self):
-        return [self.b]
-
-    def gradients(self):
-        np.sum(self._dx, axis=0, out=self.db)
-        return [self.db]
-
-    def forward(self, x, training=True):
-        return x + self.b
-
-    def backward(self, dy):
-        self._dx = dy.copy()
-        return self._dx
-
-
-def test_a_layer_wrongly_claiming_its_gradient_is_scratch_is_caught():
-    with pytest.raises(AssertionError, match=r"gradient 0 with backward's result overwritten"):
-        testing.check_plugin(ShiftWithALazyGradient)
-
-
-BCE = REG.get("loss", "bce")
-
-
-class BCEFusedForgetsTheMean(BCE):
-    """bce whose sigmoid-fused gradient forgets to divide by the number of elements."""
-
-    name = "bce_fused_forgets_the_mean"
-
-    def fused_value_and_grad(self, layer, y_pred, y_true):
-        value, g = super().fused_value_and_grad(layer, y_pred, y_true)
-        return value, g * y_pred.size
-
-
-class BCEFusingWithLinear(BCE):
-    """bce claiming to fuse with a linear layer, which has parameters."""
-
-    name = "bce_fusing_with_linear"
-
-    def fuses_with(self, layer):
-        return isinstance(layer, Linear)
-
-
-@pytest.mark.parametrize(
-    ("cls", "expected"),
-    [
-        (BCEFusedForgetsTheMean, r"fused_value_and_grad\(\)\[1\] with the 'sigmoid' layer"),
-        (BCEFusingWithLinear, r"fuses_with\('linear'\), a layer with parameters"),
-    ],
-)
-def test_broken_loss_fusions_are_caught(cls, expected):
-    with pytest.raises(AssertionError, match=f"check_fast_paths failed for loss.*{expected}"):
-        testing.check_plugin(cls)
-
-
 @pytest.mark.parametrize(
     ("cls", "check", "expected"),
     [
         (
             LinearWrongBiasGradient,
             "check_layer_gradient",
-            r"gradient of parameter 1 \(shape \(3,\)\)",
+            r"gradient of b \(shape \(3,\)\) differs .*\|analytic\| / \|numeric\| = 2$",
         ),
         (SoftmaxWrongInputGradient, "check_layer_gradient", r"input gradient"),
         (LinearAccumulating, "check_layer_gradient", r"\|second\| / \|first\| = 2.*accumulated"),
-        (LinearRebinding, "check_layer_gradient", r"parameters\(\) returns new arrays"),
+        (
+            LinearCopiesItsWeights,
+            "check_layer_gradient",
+            r"gradient of W \(shape \(4, 3\)\) differs from central differences.*numeric 0\)",
+        ),
+        (
+            LinearRebinding,
+            "check_layer_gradient",
+            r"gradient of W \(shape \(4, 3\)\) differs from central differences.*numeric 0\)",
+        ),
+        (
+            ShiftKeepingItsOwnGradient,
+            "check_layer_gradient",
+            r"gradient of b \(shape \(4,\)\) differs from central differences.*\(analytic 0,",
+        ),
         (LinearWrongWidth, "check_shapes_and_dtypes", r"shape \(5, 3\), expected \(5, 4\)"),
-        (LinearTrainingDiffers, "check_fast_paths", r"forward\(training=True\)"),
-        (LinearSkipsBiasGradient, "check_fast_paths", r"gradient 1 with needs_input_grad=False"),
-        (LinearAdoptsHalfway, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
-        (LinearAdoptsCopies, "check_fast_paths", r"after adopt\(\), parameters\(\) must"),
-        (SoftmaxClaimsScratch, "check_fast_paths", r"backward with forward's output overwritten"),
-        (LinearDefersACopy, "check_fast_paths", r"defer_bias\(\) must return the bias array"),
-        (LinearDefersAndAdds, "check_fast_paths", r"forward\(training=True\) \+ bias after"),
+        (LinearTrainingDiffers, "check_fast_paths", r"forward\(training=True\) \(float64\)"),
     ],
 )
 def test_broken_layers_are_caught(cls, check, expected):
     with pytest.raises(AssertionError, match=f"{check} failed for layer '{cls.name}'.*{expected}"):
         testing.check_plugin(cls)
+
+
+# -- planted bugs in fusion rules: check_fusion catches them ----------------------------------
+
+Tanh = REG.get("activation", "tanh")
+Sigmoid = REG.get("activation", "sigmoid")
+BCE = REG.get("loss", "bce")
+
+
+class DenseTanh(Step):
+    """tanh(x W + b) as one step, written from the formula: dz = dy (1 - y^2), dW = x^T dz,
+    db = the column sums of dz, dx = dz W^T."""
+
+    def __init__(self, plugins):
+        self.linear, self.tanh = plugins
+
+    def forward(self, x):
+        self._x = x
+        self._y = np.tanh(x @ self.linear.W + self.linear.b)
+        return self._y
+
+    def backward(self, dy):
+        dz = dy * (1 - self._y**2)
+        self.linear.dW[...] = self._x.T @ dz
+        self.linear.db[...] = dz.sum(axis=0)
+        return dz @ self.linear.W.T
+
+
+class DenseTanhForgetsTheBias(DenseTanh):
+    """tanh(x W), the bias left out of the forward pass."""
+
+    def forward(self, x):
+        self._x = x
+        self._y = np.tanh(x @ self.linear.W)
+        return self._y
+
+
+class DenseTanhForgetsTheBiasGradient(DenseTanh):
+    """tanh(x W + b) that never writes db."""
+
+    def backward(self, dy):
+        dz = dy * (1 - self._y**2)
+        self.linear.dW[...] = self._x.T @ dz
+        return dz @ self.linear.W.T
+
+
+class DenseTanhScalesDx(DenseTanh):
+    """tanh(x W + b) returning twice the input gradient."""
+
+    def backward(self, dy):
+        return 2 * super().backward(dy)
+
+
+class DenseTanhSkipsTheBiasGradient(DenseTanh):
+    """tanh(x W + b) that also skips db when nobody reads dx (it may skip only dx)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        if not self.needs_input_grad:
+            self.linear.db[...] = 0
+        return dx
+
+
+class DenseTanhOverwritesDy(DenseTanh):
+    """tanh(x W + b) computing dz over dy without being told dy is scratch."""
+
+    def backward(self, dy):
+        dy *= 1 - self._y**2
+        self.linear.dW[...] = self._x.T @ dy
+        self.linear.db[...] = dy.sum(axis=0)
+        return dy @ self.linear.W.T
+
+
+class DenseTanhWhereAllowed(DenseTanh):
+    """tanh(x W + b) that overwrites dy only when it is scratch and skips dx when unread."""
+
+    def backward(self, dy):
+        dz = dy if self.dy_is_scratch else np.empty_like(dy)
+        np.multiply(dy, 1 - self._y**2, out=dz)
+        self.linear.dW[...] = self._x.T @ dz
+        self.linear.db[...] = dz.sum(axis=0)
+        return dz @ self.linear.W.T if self.needs_input_grad else dy
+
+
+@pytest.mark.parametrize("step", [DenseTanh, DenseTanhWhereAllowed])
+def test_a_correct_fusion_passes_check_fusion(step):
+    testing.check_fusion(Fusion((Linear, Tanh), step))
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (DenseTanhForgetsTheBias, r"output \(fused, float64\) differs from the plain methods"),
+        (
+            DenseTanhForgetsTheBiasGradient,
+            r"gradient of layers\.0\.b \(fused, float64\) differs from the plain methods by 1 ",
+        ),
+        (
+            DenseTanhScalesDx,
+            r"input gradient \(fused, float64\) differs from the plain methods by 1 \(relative\)",
+        ),
+        (
+            DenseTanhSkipsTheBiasGradient,
+            r"gradient of layers\.0\.b \(fused, no input gradient, float64\) differs",
+        ),
+    ],
+)
+def test_broken_fusions_are_caught(step, expected):
+    with pytest.raises(
+        AssertionError, match=f"check_fusion failed for fusion rule 'linear\\+tanh': {expected}"
+    ):
+        testing.check_fusion(Fusion((Linear, Tanh), step))
+
+
+def test_a_fusion_overwriting_a_dy_that_is_not_scratch_is_caught():
+    """The planner hands ``dy`` over as scratch only when its producer never reads it again
+    (``dy_is_scratch``); overwriting it otherwise corrupts the producer's array."""
+    with pytest.raises(AssertionError, match=r"check_fusion failed for .*\bdy\b"):
+        testing.check_fusion(Fusion((Linear, Tanh), DenseTanhOverwritesDy))
+
+
+def sigmoid_bce_from_logits(loss, z, p, y):
+    """bce from the logits: mean(log(1 + exp(z)) - z y), gradient (p - y) / n."""
+    return float(np.mean(np.logaddexp(0, z) - z * y)), (p - y) / y.size
+
+
+def bce_forgetting_the_mean_of_the_gradient(loss, z, p, y):
+    value, _ = sigmoid_bce_from_logits(loss, z, p, y)
+    return value, p - y
+
+
+def bce_forgetting_the_mean_of_the_value(loss, z, p, y):
+    value, grad = sigmoid_bce_from_logits(loss, z, p, y)
+    return value * y.size, grad
+
+
+def sigmoid_of(act, z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_a_correct_loss_fusion_passes_check_fusion():
+    testing.check_fusion(LossFusion(Sigmoid, BCE, sigmoid_of, sigmoid_bce_from_logits))
+
+
+@pytest.mark.parametrize(
+    ("forward", "value_and_grad", "expected"),
+    [
+        (
+            sigmoid_of,
+            bce_forgetting_the_mean_of_the_gradient,
+            r"gradient \(float64\) differs from value_and_grad then backward by 17 \(relative\)",
+        ),
+        (
+            sigmoid_of,
+            bce_forgetting_the_mean_of_the_value,
+            r"loss value \(float64\) differs from the loss's value by 17 \(relative\)",
+        ),
+        (
+            lambda act, z: z,
+            sigmoid_bce_from_logits,
+            r"forward \(float64\) differs from the layer's forward",
+        ),
+    ],
+)
+def test_broken_loss_fusions_are_caught(forward, value_and_grad, expected):
+    """6 samples of 3 outputs in the check: a forgotten mean is a factor 18."""
+    with pytest.raises(
+        AssertionError, match=f"check_fusion failed for fusion rule 'sigmoid\\+bce': {expected}"
+    ):
+        testing.check_fusion(LossFusion(Sigmoid, BCE, forward, value_and_grad))
+
+
+class LinearSquaredErrorRule:
+    """A LossFusion over ``linear``, a layer with parameters: dL/dz is right (``grad W^T``),
+    but the layer's own gradients dW and db are never written, so it would never train."""
+
+    def forward(self, layer, z):
+        self.layer = layer
+        return z @ layer.W + layer.b
+
+    def value_and_grad(self, loss, z, p, y):
+        value, grad = loss.value_and_grad(p, y)
+        return value, grad @ self.layer.W.T
+
+
+def test_a_loss_fusion_leaving_the_last_layers_parameters_without_gradients_is_caught():
+    rule = LinearSquaredErrorRule()
+    squared_error = REG.get("loss", "squared_error")
+    with pytest.raises(AssertionError, match=r"check_fusion failed for fusion rule 'linear\+squ"):
+        testing.check_fusion(LossFusion(Linear, squared_error, rule.forward, rule.value_and_grad))
+
+
+def test_a_rule_not_applying_to_the_example_params_is_reported():
+    rule = LossFusion(
+        Sigmoid, BCE, sigmoid_of, sigmoid_bce_from_logits, applies=lambda act, loss: False
+    )
+    with pytest.raises(AssertionError, match=r"applies\(\) is false for the classes' example"):
+        testing.check_fusion(rule)
 
 
 class HeavyBall(mf.Optimizer):
@@ -910,7 +977,8 @@ def test_softmax_backward_is_the_jacobian_vector_product():
     softmax = builtin("layer", "softmax")
     rng = np.random.default_rng(3)
     x, dy = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
-    y = softmax.forward(x)
+    y = softmax.forward(x, training=True).copy()
+    np.testing.assert_array_equal(y, softmax.forward(x))
     dx = softmax.backward(dy)
     for row in range(4):
         jacobian = np.diag(y[row]) - np.outer(y[row], y[row])
@@ -924,16 +992,17 @@ def test_softmax_needs_two_inputs():
 
 def test_linear_computes_xw_plus_b_and_its_gradients():
     linear = builtin("layer", "linear", units=2)
-    linear.build(3, np.random.default_rng(0), np.dtype(np.float64))
-    W, b = linear.parameters()
+    store = testing.built(linear, 3)
+    assert store.names() == ["layer.W", "layer.b"]
+    W, b = store["layer.W"], store["layer.b"]
     b[:] = [0.5, -1.0]
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_allclose(linear.forward(x), x @ W + b, rtol=1e-15)
+    np.testing.assert_allclose(linear.forward(x, training=True), x @ W + b, rtol=1e-15)
     dy = np.array([[1.0, 2.0], [3.0, 4.0]])
     np.testing.assert_allclose(linear.backward(dy), dy @ W.T, rtol=1e-15)
-    dW, db = linear.gradients()
-    np.testing.assert_array_equal(dW, x.T @ dy)
-    np.testing.assert_array_equal(db, [4.0, 6.0])
+    np.testing.assert_array_equal(store.grad("layer.W"), x.T @ dy)
+    np.testing.assert_array_equal(store.grad("layer.b"), [4.0, 6.0])
 
 
 def test_squared_error_is_half_the_mean_sum_of_squares():

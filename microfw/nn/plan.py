@@ -10,8 +10,9 @@ compute the same maths; they agree to rounding wherever the plain loss does not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from microfw.core.activation_layer import ActivationLayer
@@ -37,24 +38,48 @@ class LayerStep(Step):
 
 
 class BufferedActivation(Step):
-    """An activation through ``forward_into``/``backward_into``, in buffers reused per batch."""
+    """An activation through ``forward_into``/``backward_into``, in buffers reused per batch.
+
+    Only where the class that defines ``forward`` (``derivative``) also defines, or inherits
+    unchanged from a subclass of it, ``forward_into`` (``backward_into``): a subclass that
+    changes the maths but inherits its parent's buffered methods runs the interface's
+    defaults, which call its own ``forward`` and ``derivative``.
+    """
 
     grad_is_scratch = True
 
     def __init__(self, activation: Activation) -> None:
         self.activation = activation
+        cls = type(activation)
+        self._forward_into = (
+            activation.forward_into
+            if _consistent(cls, "forward_into", "forward")
+            else partial(Activation.forward_into, activation)
+        )
+        self._backward_into = (
+            activation.backward_into
+            if _consistent(cls, "backward_into", "derivative")
+            else partial(Activation.backward_into, activation)
+        )
         self._y, self._dx = WorkBuffer(), WorkBuffer()
 
     def forward(self, x: Array) -> Array:
         y = self._y.get(x.shape, x.dtype)
-        self.activation.forward_into(x, y)
+        self._forward_into(x, y)
         self._x, self._out = x, y
         return y
 
     def backward(self, dy: Array) -> Array:
         dx = self._dx.get(dy.shape, dy.dtype)
-        self.activation.backward_into(self._x, self._out, dy, dx)
+        self._backward_into(self._x, self._out, dy, dx)
         return dx
+
+
+def _consistent(cls: type, fast: str, plain: str) -> bool:
+    """Whether ``cls``'s ``fast`` method was written with (or after) its ``plain`` one."""
+    fast_owner = next(c for c in cls.__mro__ if fast in c.__dict__)
+    plain_owner = next(c for c in cls.__mro__ if plain in c.__dict__)
+    return fast_owner is Activation or issubclass(fast_owner, plain_owner)
 
 
 class Head:
@@ -106,8 +131,13 @@ def make_plan(
     loss: Loss,
     rules: Sequence[Fusion | LossFusion],
     mode: PlanMode = "fast",
+    parameterised: Collection[int] = (),
 ) -> Plan:
-    """Plan ``layers`` then ``loss`` with ``rules`` (see the module docstring)."""
+    """Plan ``layers`` then ``loss`` with ``rules`` (see the module docstring).
+
+    ``parameterised`` lists the indices of layers with trainable arrays: a loss rule never
+    takes such a last layer (its backward, which writes their gradients, would be skipped).
+    """
     if mode not in PLAN_MODES:
         raise ValueError(f"plan must be one of {', '.join(PLAN_MODES)}, got {mode!r}")
     if mode == "plain":
@@ -118,6 +148,8 @@ def make_plan(
     last = plugin_of(body[-1]) if body else None
     for rule in (r for r in rules if isinstance(r, LossFusion)):
         if last is None or type(last) is not rule.last or type(loss) is not rule.loss:
+            continue
+        if len(body) - 1 in parameterised:
             continue
         if rule.applies is None or rule.applies(last, loss):
             head = FusedHead(loss, rule, last)

@@ -147,7 +147,8 @@ class Sequential:
     @loss.setter
     def loss(self, loss: Loss) -> None:
         rules = [] if self.plan_mode == "plain" else [e.rule for e in self.registry.fusions()]
-        self._plan = make_plan(self.layers, loss, rules, self.plan_mode)
+        parameterised = [i for i in range(len(self.layers)) if self.count_parameters(i)]
+        self._plan = make_plan(self.layers, loss, rules, self.plan_mode, parameterised)
         self._loss = loss
 
     @property

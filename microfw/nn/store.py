@@ -60,10 +60,19 @@ class _Declarations:
 class _LayerStore:
     """The :class:`~microfw.core.interfaces.Store` one layer sees while it is built."""
 
-    def __init__(self, owner: ParameterStore, prefix: str, bind: bool) -> None:
+    def __init__(
+        self,
+        owner: ParameterStore,
+        prefix: str,
+        bind: bool,
+        expected: list[tuple[str, tuple[int, ...], bool]] | None = None,
+        layer_name: str = "",
+    ) -> None:
+        self._layer_name = layer_name
         self._owner = owner
         self._declared = _Declarations(prefix)
         self._bind = bind
+        self._expected = expected
         self._grads: dict[str, Array] = {}
 
     @property
@@ -107,12 +116,23 @@ class _LayerStore:
             if trainable:
                 self._grads[name] = np.zeros(shape, self.dtype)
             return value
+        self._check_counted(shape, trainable)
         value, grad = self._owner._bind(where, shape, trainable)
         value[...] = _initial(where, init, shape, self._owner.rng, self.dtype)
         if trainable:
             assert grad is not None
             self._grads[name] = grad
         return value
+
+    def _check_counted(self, shape: tuple[int, ...], trainable: bool) -> None:
+        """The binding pass must repeat the counting pass, array for array."""
+        expected, got = self._expected or [], self._declared.signature()
+        if got != expected[: len(got)]:
+            raise PluginError(
+                f"{self._declared.prefix}: layer {self._layer_name!r} declared different arrays "
+                f"in its two build() calls ({expected} then {got}...); build() must declare "
+                "the same arrays every time"
+            )
 
 
 def _initial(where: str, init: Any, shape: tuple[int, ...], rng: RNG, dtype: Any) -> Array:
@@ -180,7 +200,7 @@ class ParameterStore:
             if _is_legacy(layer):
                 self._adopt_legacy(prefix, layer, n_in)
                 continue
-            scope = _LayerStore(self, prefix, bind=True)
+            scope = _LayerStore(self, prefix, bind=True, expected=expected, layer_name=layer.name)
             layer.build(n_in, scope)
             if scope._declared.signature() != expected:
                 raise PluginError(

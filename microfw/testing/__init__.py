@@ -442,7 +442,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
                 )
                 _expect_same(f"value_and_grad()[1] ({label})", grad, obj.grad(y_pred, y_true), rtol)
             else:
-                built(obj, 4, dtype)
+                store = built(obj, 4, dtype)
+                for _, p in store.items(trainable=True):  # zero-initialised biases count too
+                    p += rng.standard_normal(p.shape).astype(dtype)
                 x = rng.standard_normal((5, 4)).astype(dtype)
                 inference = np.array(obj.forward(x, training=False))
                 trained = obj.forward(x, training=True)
@@ -548,7 +550,13 @@ def _check_layer_fusion(rule: Fusion, dtype: np.dtype[Any], rtol: float) -> None
             step.needs_input_grad = mode != "fused, no input gradient"
             step.dy_is_scratch = mode == "fused, dy scratch"
             out = np.array(step.forward(x.copy()))
-            grad = step.backward(dy.copy())
+            given = dy.copy()
+            grad = step.backward(given)
+            if not step.dy_is_scratch and not np.array_equal(given, dy):
+                raise AssertionError(
+                    f"backward overwrote dy ({mode}, {dtype}), which it may do only when "
+                    "dy_is_scratch is true"
+                )
         grads = {name: np.array(store.grad(name)) for name in store.names(trainable=True)}
         results.append((mode, out, np.array(grad), grads))
     _, out0, dx0, grads0 = results[0]
@@ -567,7 +575,11 @@ def _check_loss_fusion(rule: LossFusion, dtype: np.dtype[Any], rtol: float) -> N
         raise AssertionError("applies() is false for the classes' example_params")
     rng = np.random.default_rng(SEED)
     k = 3
-    built(layer, k, dtype)
+    if built(layer, k, dtype).params.size:
+        raise AssertionError(
+            f"the last layer {layer.name!r} has parameters: a loss fusion skips that layer's "
+            "backward, so they would get no gradient"
+        )
     z = rng.uniform(-2, 2, (6, k)).astype(dtype)
     p_plain = np.array(layer.forward(z.copy(), True))
     y_true = _targets_like(p_plain, rng).astype(dtype)
