@@ -431,7 +431,9 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(
     path, old = saved
     before = path.read_bytes()
     newer = small_model(seed=2)
-    for target in (path, path.with_name("fresh.microfw")):
+    # A new file is never chmod-ed: it is created with the umask's mode.
+    fresh = () if where == "chmod" else (path.with_name("fresh.microfw"),)
+    for target in (path, *fresh):
         error = FAILURES[where](monkeypatch)
         with pytest.raises(error):
             newer.save(target)
