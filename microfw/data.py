@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -169,46 +169,52 @@ def _load_csv(f: IO[bytes], path: Path, target: str | None, need_target: bool) -
     text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
     reader = csv.reader(_bounded_lines(text, path))  # blank rows skipped
     try:
-        header = None
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                header = [name.strip() for name in row]
-                break
-        if header is None:
-            raise DataError(f"{path}: empty file (expected a header row and data rows)")
-        _check_header(header, path)
-        if target is None:
-            if need_target:
-                raise DataError(
-                    f"{path}: name the target column with --target (columns: {', '.join(header)})"
-                )
-        elif target not in header:
-            raise DataError(
-                f"{path}: no column {target!r} for the target (columns: {', '.join(header)})"
-            )
-        flat = array("d")
-        limit = MAX_DATA_BYTES // 8
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
-                )
-            for j, cell in enumerate(row):
-                if not _NUMBER.fullmatch(cell):
-                    raise DataError(
-                        f"{path}: line {line}, column {header[j]!r}: not a number ({cell!r})"
-                    )
-                flat.append(float(cell))
-            if len(flat) > limit:
-                raise DataError(
-                    f"{path}: more than {limit:,} values by line {line}, the limit "
-                    "(microfw.data.MAX_DATA_BYTES)"
-                )
+        with text:
+            return _parse_csv(reader, path, target, need_target)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _parse_csv(reader: Any, path: Path, target: str | None, need_target: bool) -> Dataset:
+    """The dataset of the CSV rows of ``reader``: a header, then numbers."""
+    header = None
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            header = [name.strip() for name in row]
+            break
+    if header is None:
+        raise DataError(f"{path}: empty file (expected a header row and data rows)")
+    _check_header(header, path)
+    if target is None:
+        if need_target:
+            raise DataError(
+                f"{path}: name the target column with --target (columns: {', '.join(header)})"
+            )
+    elif target not in header:
+        raise DataError(
+            f"{path}: no column {target!r} for the target (columns: {', '.join(header)})"
+        )
+    flat = array("d")
+    limit = MAX_DATA_BYTES // 8
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
+        for j, cell in enumerate(row):
+            if not _NUMBER.fullmatch(cell):
+                raise DataError(
+                    f"{path}: line {line}, column {header[j]!r}: not a number ({cell!r})"
+                )
+            flat.append(float(cell))
+        if len(flat) > limit:
+            raise DataError(
+                f"{path}: more than {limit:,} values by line {line}, the limit "
+                "(microfw.data.MAX_DATA_BYTES)"
+            )
     if not flat:
         raise DataError(f"{path}: no data rows after the header")
     values = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(header))

@@ -98,7 +98,11 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
 def _member_limits() -> dict[str, int]:
     """The largest size (bytes, uncompressed) of each member, so a hostile file cannot make
     loading decompress gigabytes: float64 weights of MAX_PARAMETERS, plus headers."""
-    return {META: 2**20, SPEC: 2**24, WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20}
+    return {
+        META: 2**20,
+        SPEC: spec_module.MAX_SPEC_BYTES,
+        WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20,
+    }
 
 
 def _read_members(path: Any) -> dict[str, bytes]:
