@@ -20,7 +20,9 @@ import stat
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import numpy as np
 
 TEMP_SUFFIX = ".tmp"
 _PROCESS = secrets.token_hex(4)
@@ -70,11 +72,17 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
         TooLargeError: more than ``limit`` bytes.
         OSError: missing or unreadable.
     """
+    too_large = TooLargeError(27, f"larger than the limit of {limit:,} bytes", os.fspath(path))
     with open_regular(path) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise TooLargeError(27, f"larger than the limit of {limit:,} bytes", os.fspath(path))
-    return data
+        if os.fstat(f.fileno()).st_size > limit:
+            raise too_large
+        data = bytearray()
+        while len(data) <= limit:  # in chunks: read(limit) would allocate the limit at once
+            chunk = f.read(min(2**20, limit + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    raise too_large
 
 
 def _kind(mode: int) -> str:
@@ -89,7 +97,20 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def zip_bytes(members: Mapping[str, bytes | str]) -> bytes:
+def npz_bytes(arrays: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
+    """The bytes of an ``.npz`` of ``arrays`` (as :func:`numpy.savez` writes, stored), built
+    like :func:`zip_bytes`: an interrupt stays a ``KeyboardInterrupt``. No pickle."""
+    members = {}
+    for name, array in arrays.items():
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+        members[f"{name}.npy"] = buffer.getvalue()
+    return zip_bytes(members, compression=zipfile.ZIP_STORED)
+
+
+def zip_bytes(
+    members: Mapping[str, bytes | str], *, compression: int = zipfile.ZIP_DEFLATED
+) -> bytes:
     """A deflated zip archive of ``members``, built in memory.
 
     Built before any file exists, so an interrupt here leaves nothing to clean up; on a
@@ -97,7 +118,7 @@ def zip_bytes(members: Mapping[str, bytes | str]) -> bytes:
     makes ``close`` raise a ``ValueError`` that would hide a Ctrl-C).
     """
     buffer = io.BytesIO()
-    archive = zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED)
+    archive = zipfile.ZipFile(buffer, "w", compression=compression)
     try:
         for name, data in members.items():
             archive.writestr(name, data)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from microfw import _json as strict_json
-from microfw._files import atomic_write, read_regular, zip_bytes
+from microfw._files import atomic_write, npz_bytes, read_regular, zip_bytes
 from microfw._npz import Header, NpzError, read_headers, read_npz
 from microfw.core.interfaces import INTERFACES
 from microfw.core.registry import Registry, current_registry
@@ -57,11 +57,10 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
             for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
     }
-    weights = io.BytesIO()
-    np.savez(weights, **dict(zip(model.weight_names(), model.parameters(), strict=True)))
+    weights = npz_bytes(dict(zip(model.weight_names(), model.parameters(), strict=True)))
     # Built in memory, then written atomically (temporary file named for its clean-up).
     archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
-    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights.getvalue()}))
+    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
 
 
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequential:

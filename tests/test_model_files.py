@@ -392,7 +392,12 @@ def fail_on_call(n: int, real: Callable[..., Any], error: BaseException) -> Call
 FAILURES: dict[str, Callable[[pytest.MonkeyPatch], type[BaseException]]] = {
     # test_io covers the first member write and os.replace.
     "encoding the weights": lambda mp: (
-        mp.setattr(mfio.np, "savez", fail_on_call(1, np.savez, OSError("no memory"))) or OSError
+        mp.setattr(
+            np.lib.format,
+            "write_array",
+            fail_on_call(1, np.lib.format.write_array, OSError("no memory")),
+        )
+        or OSError
     ),
     "the third member": lambda mp: (
         mp.setattr(
