@@ -185,7 +185,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
         + r"(\d+)\.([0-9a-f]{8})\.[0-9a-f]{8}"
         + re.escape(TEMP_SUFFIX)
     )
-    removed = []
+    removed: list[Path] = []
     try:
         names = os.listdir(path.parent or ".")
     except OSError:

@@ -216,10 +216,14 @@ class Registry:
                     )
                     continue
                 for cls in classes:
+                    name: object = None
                     try:  # a class whose `name` or `__class__` raises is that package's problem
                         reason = _invalid_class(cls, interface)
-                        name = None if reason else cls.name
-                        reason = reason or _lookalike(index, kind, name)
+                        name = None if reason else cls.name  # read once, used from here on
+                        if isinstance(name, str):
+                            reason = _lookalike(index, kind, name)
+                        else:
+                            reason = reason or f"its `name` changed to {_safe_repr(name)}"
                     except Exception as exc:
                         what = f"{type(exc).__name__}: {_safe_str(exc)}"
                         reason = f"a returned object cannot be inspected ({what})"
