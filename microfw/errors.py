@@ -33,6 +33,9 @@ class Problem:
     value: Any = None
     has_value: bool = False
 
+    def __repr__(self) -> str:  # the value may be an integer too long for repr()
+        return f"Problem({self.path!r}, {self.message!r}, {short_repr(self.value)})"
+
     def __str__(self) -> str:
         where = _cut(self.path, 200) or "<root>"
         got = f" (got {short_repr(self.value)})" if self.has_value else ""

@@ -14,7 +14,7 @@ import pytest
 
 import microfw as mf
 from microfw.cli.main import main
-from microfw.spec.models import MAX_BLAS_THREADS, MAX_LAYERS
+from microfw.spec.models import MAX_BLAS_THREADS, MAX_LAYERS, MAX_WIDTH
 
 BASE: dict[str, Any] = {
     "spec_version": 1,
@@ -261,3 +261,14 @@ def test_weights_growing_past_sqrt_max_end_in_a_training_error(
     assert info.value.epoch == 0
     for got, want in zip(model.get_weights(), initial, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_widths_past_max_width_are_refused_even_without_parameters() -> None:
+    # Element-wise layers have no parameters, so only this bound stops a width of 10**5000,
+    # whose model could not even be printed or saved (int to str stops at 4300 digits).
+    for width in (MAX_WIDTH + 1, 10**5000):
+        with pytest.raises(mf.SpecError) as info:
+            mf.build({**BASE, "input_dim": width, "layers": ["relu"]})
+        assert [p.path for p in info.value.problems] == ["input_dim"]
+    model = mf.build({**BASE, "input_dim": 10**7, "layers": ["relu"]})
+    assert model.to_spec().input_dim == 10**7

@@ -38,6 +38,8 @@ MAX_LAYERS = 1000
 its activation: building and checking stay quick and linear in the layers."""
 MAX_SPEC_BYTES = 2**22
 """The largest spec file read (4 MiB), and the largest ``spec.json`` in a model file."""
+MAX_WIDTH = 2**31 - 1
+"""The widest input or layer output (the largest int32): wider data could not be held."""
 MAX_BLAS_THREADS = 1024
 """The most BLAS threads ``training.blas_threads`` may ask for."""
 PLUGIN_FIELDS = ("layers", "loss", "optimizer")
@@ -93,7 +95,7 @@ class SpecSettings(BaseModel):
             raise ValueError("Input should be the integer 1")
         return value
 
-    input_dim: Annotated[int, Field(gt=0)]
+    input_dim: Annotated[int, Field(gt=0, le=MAX_WIDTH)]
     """Number of input features (columns of ``X``)."""
     training: TrainingSpec = TrainingSpec()
     """Default hyper-parameters of fit()."""
@@ -189,7 +191,7 @@ def resolve(
         message = "the legacy RNG (numpy RandomState) needs a seed below 2**32"
         problems.append(Problem("seed", message, settings.seed, True))
     input_dim = data.get("input_dim")
-    if layers is not None and _is_positive_int(input_dim):
+    if layers is not None and _is_positive_int(input_dim) and input_dim <= MAX_WIDTH:
         _check_widths(input_dim, layers, loss, problems)
     if problems:
         raise SpecError(problems, source=source)
@@ -382,6 +384,12 @@ def _check_widths(
                 )
                 problems.append(Problem(path, message))
                 return
+        if out > MAX_WIDTH:
+            message = (
+                f"output width {magnitude(out)} is more than {MAX_WIDTH:,} (microfw.spec.MAX_WIDTH)"
+            )
+            problems.append(Problem(path, message))
+            return
         width = out
     if loss is not None:
         try:
