@@ -255,7 +255,7 @@ def test_weights_growing_past_sqrt_max_end_in_a_training_error(
     with np.errstate(all="ignore"), pytest.raises(mf.TrainingError) as info:
         model.fit(X, y, epochs=20)
     limit = np.sqrt(np.finfo(dtype).max)
-    assert f"absurdly large (beyond {limit:.2g})" in str(info.value) or (
+    assert f"absurdly large (norm beyond {limit:.2g})" in str(info.value) or (
         "non-finite" in str(info.value)
     )
     assert info.value.epoch == 0

@@ -82,7 +82,7 @@ def fit(
 
     Raises :class:`TrainingError` if a batch loss is NaN or infinite, if an update raises an
     ``ArithmeticError`` (a schedule's rate overflowing), or if an epoch's updates leave a
-    weight non-finite or beyond ``sqrt(max float)`` (checked after every epoch, with
+    weight non-finite or their norm beyond ``sqrt(max float)`` (checked after every epoch, with
     :func:`bounded`): training stops, the weights are
     those at the start of the latest epoch whose first loss was finite (or the initial ones),
     and the optimizer's state (momentum...) is reset (:meth:`Optimizer.reset_state`).
@@ -163,7 +163,7 @@ def _fit(
         if not all(map(bounded, params)):
             if all(map(all_finite, params)):
                 limit = math.sqrt(np.finfo(params[0].dtype).max)
-                what = f"an update made the weights absurdly large (beyond {limit:.2g})"
+                what = f"an update made the weights absurdly large (norm beyond {limit:.2g})"
             else:
                 what = "an update made the weights non-finite"
             _restore(params, last_good, model.optimizer)
@@ -299,11 +299,9 @@ def all_finite(a: Array) -> bool:
 
 
 def bounded(a: Array) -> bool:
-    """Whether every element of ``a`` is finite and below ``sqrt(max float)`` in magnitude.
-
-    One pass: the sum of squares overflows (or is NaN) exactly when some element is not
-    finite, or is that large (or the elements are that large together).
-    """
+    """Whether ``a`` is finite with a Euclidean norm below ``sqrt(max float)`` (1.3e154 in
+    float64, 1.8e19 in float32): one pass, the sum of squares overflows (or is NaN) exactly
+    then. Past it a product of two such weights may overflow."""
     return math.isfinite(np.vdot(a, a))
 
 
