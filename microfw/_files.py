@@ -118,7 +118,7 @@ def zip_bytes(
     makes ``close`` raise a ``ValueError`` that would hide a Ctrl-C).
     """
     buffer = io.BytesIO()
-    archive = zipfile.ZipFile(buffer, "w", compression=compression)
+    archive = _MemoryZip(buffer, "w", compression=compression)
     try:
         for name, data in members.items():
             archive.writestr(name, data)
@@ -128,6 +128,14 @@ def zip_bytes(
         raise
     archive.close()
     return buffer.getvalue()
+
+
+class _MemoryZip(zipfile.ZipFile):
+    """A zip written to memory: nothing to release when collected, so no ``close`` then
+    (after an interrupt it would raise again, printed as an ignored exception)."""
+
+    def __del__(self) -> None:
+        pass
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
