@@ -17,14 +17,34 @@ Every problem is a :class:`DataError` naming the file and what is wrong.
 from __future__ import annotations
 
 import csv
+import io
+import re
 import zipfile
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
+from microfw._files import open_regular
+from microfw._npz import Header, NpzError, read_npz
 from microfw.core.interfaces import Array, Loss
 from microfw.errors import DataError
+
+MAX_DATA_BYTES = 2**32
+"""The largest array a data file may hold once read as float64 (4 GiB, 536,870,912 values),
+checked from the ``.npy`` headers before any array data is read, and while a CSV is read."""
+MAX_CSV_LINE = 2**24
+"""The longest CSV line read (16 Mi characters)."""
+_NUMBER = re.compile(
+    r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)\s*",
+    re.ASCII | re.IGNORECASE,
+)
+"""A CSV number: decimal ASCII digits, a point and an exponent (NaN and infinity are read,
+then refused with their place); not ``1_000``, nor digits of other scripts, which Python's
+``float`` accepts."""
 
 
 @dataclass(frozen=True)
@@ -37,42 +57,76 @@ class Dataset:
     feature_names: tuple[str, ...]
 
 
-def load_data(path: str | Path, target: str | None = None, *, need_target: bool = True) -> Dataset:
+def load_data(
+    path: str | Path,
+    target: str | None = None,
+    *,
+    need_target: bool = True,
+    n_features: int | None = None,
+) -> Dataset:
     """Read a CSV or ``.npz`` data file.
 
     Args:
         path: the file; ``.npz`` is read as arrays, anything else as CSV.
         target: the CSV column holding the labels; for ``.npz``, the array (default ``y``).
         need_target: if true, a file without targets is an error.
+        n_features: if given, an ``.npz`` whose ``X`` header declares another width is
+            refused before its data is read.
 
     Raises:
-        DataError: missing or empty file, non-numeric cell, NaN or infinity, unknown target.
+        DataError: missing, empty or not a regular file, non-numeric cell, NaN or infinity,
+            unknown target, duplicate column names, more than :data:`MAX_DATA_BYTES`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
-    if path.suffix == ".npz":
-        data = _load_npz(path, target, need_target)
-    else:
-        data = _load_csv(path, target, need_target)
+    try:
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the data file ({exc.strerror or exc})") from None
+    with f:
+        if path.suffix == ".npz":
+            data = _load_npz(f, path, target, need_target, n_features)
+        else:
+            data = _load_csv(f, path, target, need_target)
     _check_finite(data.X, path, "X")
     if data.y is not None:
         _check_finite(data.y, path, "y")
     return data
 
 
-def _load_npz(path: Path, target: str | None, need_target: bool) -> Dataset:
+def _load_npz(
+    f: IO[bytes], path: Path, target: str | None, need_target: bool, n_features: int | None
+) -> Dataset:
+    y_key = target or "y"
+
+    def check(key: str, header: Header) -> None:
+        # Every header before any data: a few kilobytes of zeros may declare gigabytes.
+        if header.dtype.kind not in "biuf":
+            raise NpzError(
+                f"{key} must hold bool, integer or float numbers, got dtype {header.dtype}"
+            )
+        if header.size * 8 > MAX_DATA_BYTES:
+            raise NpzError(
+                f"{key} declares shape {list(header.shape)}: {header.size:,} values, more than "
+                f"the limit of {MAX_DATA_BYTES // 8:,} (microfw.data.MAX_DATA_BYTES)"
+            )
+        if key == "X" and n_features is not None and header.shape[1:] != (n_features,):
+            raise NpzError(
+                f"X declares shape {list(header.shape)}; the model expects "
+                f"(n_samples, {n_features})"
+            )
+
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        arrays = read_npz(f, check, max_member_bytes=MAX_DATA_BYTES + 2**16, keys={"X", y_key})
+    except NpzError as exc:
+        raise DataError(f"{path}: {exc}") from None
     if "X" not in arrays:
-        raise DataError(f"{path}: no array 'X' (arrays: {', '.join(arrays) or 'none'})")
-    X, y = arrays["X"], arrays.get(target or "y")
+        raise DataError(f"{path}: no array 'X' (arrays: {', '.join(_names(f)) or 'none'})")
+    X, y = arrays["X"], arrays.get(y_key)
     if y is None and (need_target or target is not None):
         raise DataError(
-            f"{path}: no array {target or 'y'!r} with the targets (arrays: {', '.join(arrays)})"
+            f"{path}: no array {y_key!r} with the targets (arrays: {', '.join(_names(f))})"
         )
     X = _numeric(X, path, "X")
     if X.ndim != 2:
@@ -89,6 +143,13 @@ def _load_npz(path: Path, target: str | None, need_target: bool) -> Dataset:
     return Dataset(X, y, str(path), names)
 
 
+def _names(f: IO[bytes]) -> list[str]:
+    """The array names of an .npz archive already read once (for messages)."""
+    f.seek(0)
+    with zipfile.ZipFile(f) as archive:
+        return [name.removesuffix(".npy") for name in archive.namelist()]
+
+
 def _numeric(a: np.ndarray, path: Path, key: str) -> Array:
     # The kinds the model accepts: complex would lose its imaginary part in the cast, and
     # timedelta64 (a numpy "number") would become a count of its unit.
@@ -99,19 +160,27 @@ def _numeric(a: np.ndarray, path: Path, key: str) -> Array:
     return a.astype(np.float64)
 
 
-def _load_csv(path: Path, target: str | None, need_target: bool) -> Dataset:
+def _load_csv(f: IO[bytes], path: Path, target: str | None, need_target: bool) -> Dataset:
+    # utf-8-sig: a byte-order mark (as spreadsheets write) is not part of the first name.
+    text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+    reader = csv.reader(_bounded_lines(text, path))  # blank rows skipped
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)  # blank rows skipped; each row kept with its line number
-            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+        with text:
+            return _parse_csv(reader, path, target, need_target)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV ({exc})") from None
-    if not rows:
+
+
+def _parse_csv(reader: Any, path: Path, target: str | None, need_target: bool) -> Dataset:
+    """The dataset of the CSV rows of ``reader``: a header, then numbers."""
+    header = None
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            header = [name.strip() for name in row]
+            break
+    if header is None:
         raise DataError(f"{path}: empty file (expected a header row and data rows)")
-    header = [name.strip() for name in rows[0][1]]
-    body = rows[1:]
-    if not body:
-        raise DataError(f"{path}: no data rows after the header")
+    _check_header(header, path)
     if target is None:
         if need_target:
             raise DataError(
@@ -121,19 +190,30 @@ def _load_csv(path: Path, target: str | None, need_target: bool) -> Dataset:
         raise DataError(
             f"{path}: no column {target!r} for the target (columns: {', '.join(header)})"
         )
-    values = np.empty((len(body), len(header)))
-    for i, (line, row) in enumerate(body):
+    flat = array("d")
+    limit = MAX_DATA_BYTES // 8
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
         if len(row) != len(header):
             raise DataError(
                 f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
             )
         for j, cell in enumerate(row):
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
+            if not _NUMBER.fullmatch(cell):
                 raise DataError(
                     f"{path}: line {line}, column {header[j]!r}: not a number ({cell!r})"
-                ) from None
+                )
+            flat.append(float(cell))
+        if len(flat) > limit:
+            raise DataError(
+                f"{path}: more than {limit:,} values by line {line}, the limit "
+                "(microfw.data.MAX_DATA_BYTES)"
+            )
+    if not flat:
+        raise DataError(f"{path}: no data rows after the header")
+    values = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(header))
     if target is None:
         return Dataset(values, None, str(path), tuple(header))
     t = header.index(target)
@@ -141,6 +221,28 @@ def _load_csv(path: Path, target: str | None, need_target: bool) -> Dataset:
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {target!r}")
     return Dataset(values[:, features], values[:, t], str(path), tuple(header[j] for j in features))
+
+
+def _check_header(header: list[str], path: Path) -> None:
+    """Column names must be unique: a second ``y`` would silently become a feature."""
+    seen: set[str] = set()
+    repeated = [name for name in header if name in seen or seen.add(name)]  # type: ignore[func-returns-value]
+    if repeated:
+        raise DataError(
+            f"{path}: column name(s) {', '.join(map(repr, dict.fromkeys(repeated)))} appear "
+            f"more than once in the header ({', '.join(header)})"
+        )
+
+
+def _bounded_lines(text: IO[str], path: Path) -> Iterator[str]:
+    """The lines of ``text``, each at most :data:`MAX_CSV_LINE` characters."""
+    while True:
+        line = text.readline(MAX_CSV_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_CSV_LINE and not line.endswith("\n"):
+            raise DataError(f"{path}: a line longer than {MAX_CSV_LINE:,} characters")
+        yield line
 
 
 def _check_finite(a: Array, path: Path, key: str) -> None:

@@ -6,6 +6,7 @@ All derive from :class:`MicrofwError`; those about bad input are also ``ValueErr
 
 from __future__ import annotations
 
+import math
 import reprlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ class Problem:
     value: Any = None
     has_value: bool = False
 
+    def __repr__(self) -> str:  # the value may be an integer too long for repr()
+        return f"Problem({self.path!r}, {self.message!r}, {short_repr(self.value)})"
+
     def __str__(self) -> str:
         where = _cut(self.path, 200) or "<root>"
         got = f" (got {short_repr(self.value)})" if self.has_value else ""
@@ -52,9 +56,16 @@ _SHALLOW.maxlevel = 3
 def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters; nesting too deep to print shows as ``...``."""
     try:
-        text = repr(value)
-    except RecursionError:  # a deeply nested spec value must not hide the problem it has
-        text = _SHALLOW.repr(value)
+        try:
+            text = repr(value)
+        except RecursionError:  # a deeply nested spec value must not hide the problem it has
+            text = _SHALLOW.repr(value)
+    except ValueError:  # an integer past sys.get_int_max_str_digits() (4300 digits)
+        if isinstance(value, int):
+            digits = int(abs(value).bit_length() * math.log10(2)) + 1
+            text = f"<an integer of about {digits:,} digits>"
+        else:
+            text = f"<{type(value).__name__} holding an integer too long to print>"
     return _cut(text, limit)
 
 

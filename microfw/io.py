@@ -15,19 +15,20 @@ saved: a loaded model predicts identically and starts its learning-rate schedule
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from microfw import _json as strict_json
+from microfw._files import atomic_write, npz_bytes, read_regular, zip_bytes
+from microfw._npz import Header, NpzError, read_headers, read_npz
 from microfw._version import __version__
-from microfw.core.interfaces import INTERFACES
+from microfw.core.interfaces import INTERFACES, Array
 from microfw.core.registry import Registry, current_registry
 from microfw.errors import ModelFileError, PluginError, SpecError
 from microfw.spec import models as spec_module
@@ -55,24 +56,10 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
             for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
     }
-    weights = io.BytesIO()
-    arrays: dict[str, Any] = dict(model.store.items())
-    np.savez(weights, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(META, json.dumps(meta, indent=2))
-                archive.writestr(SPEC, model.to_spec().to_json())
-                archive.writestr(WEIGHTS, weights.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    weights = npz_bytes(dict(model.store.items()))
+    # Built in memory, then written atomically (temporary file named for its clean-up).
+    archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
+    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
 
 
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequential:
@@ -94,14 +81,15 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     spec = _json_member(path, SPEC, members[SPEC])
     if not isinstance(spec, dict):
         raise ModelFileError(f"{path}: {SPEC} is not a JSON object")
-    arrays = _read_weights(path, members[WEIGHTS])
-    try:
+    headers = _weight_headers(path, members[WEIGHTS])  # a damaged container: before any build
+    try:  # cheap: the spec bounds the parameters; its arrays say what weights.npz must hold
         model = build(spec, registry)
     except SpecError as exc:
         raise SpecError(exc.problems, source=f"in {path}") from None
-    if meta["format_version"] == 1:
-        arrays = _positional_names(arrays, model.weight_names())
     expected = dict(model.store.items())
+    if meta["format_version"] == 1:  # arrays named by position (layers.0.1)
+        expected = _positional_names(expected)
+    arrays = _read_weights(path, members[WEIGHTS], headers, expected)
     _check_weights(path, arrays, expected)
     for name, array in expected.items():
         np.copyto(array, arrays[name], casting="same_kind")
@@ -109,33 +97,37 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     return model
 
 
-def _positional_names(arrays: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Version 1 named a layer's arrays by position (``layers.0.1``): rename them as now."""
-    by_layer: dict[str, list[str]] = {}
-    for name in names:
-        by_layer.setdefault(name.rsplit(".", 1)[0], []).append(name)
-    out = {}
-    for old, array in arrays.items():
-        layer, _, index = old.rpartition(".")
-        own = by_layer.get(layer, [])
-        new = own[int(index)] if index.isdigit() and int(index) < len(own) else old
-        out[new] = array
+def _positional_names(arrays: dict[str, Array]) -> dict[str, Array]:
+    """Version 1 named a layer's arrays by position (``layers.0.1``); ``arrays`` keyed so."""
+    out: dict[str, Array] = {}
+    counts: dict[str, int] = {}
+    for name, array in arrays.items():
+        layer = name.rsplit(".", 1)[0]
+        out[f"{layer}.{counts.get(layer, 0)}"] = array
+        counts[layer] = counts.get(layer, 0) + 1
     return out
 
 
 def _member_limits() -> dict[str, int]:
     """The largest size (bytes, uncompressed) of each member, so a hostile file cannot make
     loading decompress gigabytes: float64 weights of MAX_PARAMETERS, plus headers."""
-    return {META: 2**20, SPEC: 2**24, WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20}
+    return {
+        META: 2**20,
+        SPEC: spec_module.MAX_SPEC_BYTES,
+        WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20,
+    }
 
 
 def _read_members(path: Any) -> dict[str, bytes]:
+    limits = _member_limits()
     try:
-        with zipfile.ZipFile(path) as archive:
+        # A regular file only (a FIFO would block, a device never end), of bounded size.
+        raw = read_regular(path, sum(limits.values()) + 2**20)
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             missing = {META, SPEC, WEIGHTS} - set(archive.namelist())
             if missing:
                 raise ModelFileError(f"{path}: not a microfw model, lacks {sorted(missing)}")
-            for name, limit in _member_limits().items():
+            for name, limit in limits.items():
                 size = archive.getinfo(name).file_size
                 if size > limit:
                     raise ModelFileError(
@@ -155,9 +147,9 @@ def _read_members(path: Any) -> dict[str, bytes]:
 
 
 def _json_member(path: Any, name: str, raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    try:  # strict: a key given twice, or an integer too long to read, is refused
+        return strict_json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ModelFileError(f"{path}: {name} is not valid JSON ({reason})") from None
 
@@ -189,7 +181,7 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: meta.json does not describe a {FORMAT!r} file")
     version = meta.get("format_version")
-    if type(version) is not int or version not in READS:
+    if type(version) is not int or version not in READS:  # not true, nor 1.0
         raise ModelFileError(
             f"{path}: format version {version!r}; this microfw reads versions "
             f"{', '.join(map(str, READS))}"
@@ -226,24 +218,40 @@ def _package(record: dict[str, Any]) -> str:
     return f"{record['package']} {version}" if version else str(record["package"])
 
 
-def _read_weights(path: Any, raw: bytes) -> dict[str, np.ndarray]:
+def _weight_headers(path: Any, raw: bytes) -> dict[str, Header]:
+    """The inner .npy headers of weights.npz, read without any array data."""
     # An .npz is a zip; anything else np.load would read as .npy or try to unpickle.
     if not raw.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         raise ModelFileError(f"{path}: weights.npz is not an .npz archive")
-    arrays = {}
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            for name in npz.files:
-                try:
-                    arrays[name] = npz[name]
-                except ValueError as exc:  # object arrays need pickle, which is refused
-                    raise ModelFileError(f"{path}: weights.npz array {name!r}: {exc}") from None
-    except ModelFileError:
-        raise
-    except Exception as exc:  # damaged .npz: zipfile, zlib or the .npy header parser
-        message = f"{path}: weights.npz is damaged ({type(exc).__name__}: {exc})"
-        raise ModelFileError(message) from None
-    return arrays
+        return read_headers(io.BytesIO(raw), max_member_bytes=_member_limits()[WEIGHTS])
+    except NpzError as exc:
+        raise ModelFileError(f"{path}: weights.npz is damaged or refused: {exc}") from None
+
+
+def _read_weights(
+    path: Any, raw: bytes, headers: dict[str, Header], expected: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The arrays of weights.npz, once every inner header agrees with ``expected`` (the
+    built model's arrays): no array data is read, so no declared size allocated, before."""
+    problems = [f"missing array {n!r}" for n in expected if n not in headers]
+    problems += [f"unexpected array {n!r}" for n in headers if n not in expected]
+    for name, header in headers.items():
+        param = expected.get(name)
+        if param is not None and (header.shape != param.shape or header.dtype != param.dtype):
+            problems.append(f"{name} is {header}, the spec needs {param.dtype}{list(param.shape)}")
+    if problems:
+        raise ModelFileError(f"{path}: weights do not match the spec: {'; '.join(problems)}")
+
+    def check(name: str, header: Header) -> None:  # the same bytes, parsed again
+        if header != headers.get(name):
+            raise NpzError(f"array {name!r} changed while it was read")
+
+    biggest = max((p.nbytes for p in expected.values()), default=0)
+    try:
+        return read_npz(io.BytesIO(raw), check, max_member_bytes=biggest + 2**16)
+    except NpzError as exc:
+        raise ModelFileError(f"{path}: weights.npz: {exc}") from None
 
 
 def _check_weights(path: Any, arrays: dict[str, np.ndarray], expected: dict[str, Any]) -> None:

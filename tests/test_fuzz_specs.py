@@ -143,6 +143,8 @@ NUMBERS = (
     st.integers(-3, 40)
     | st.integers()
     | st.sampled_from([0, -1, 2**31, 2**32, 2**63, -(2**63), 10**9, 10**30, MAX_PARAMETERS + 1])
+    # Past float's range (an OverflowError if made a float) and near the 4300-digit limit.
+    | st.sampled_from([10**309, -(10**309), 10**4000])
     | st.floats()  # NaN, infinities, -0.0, subnormals, 1e308
     | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 0.5, 1.0])
 )

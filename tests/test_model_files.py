@@ -394,7 +394,12 @@ def fail_on_call(n: int, real: Callable[..., Any], error: BaseException) -> Call
 FAILURES: dict[str, Callable[[pytest.MonkeyPatch], type[BaseException]]] = {
     # test_io covers the first member write and os.replace.
     "encoding the weights": lambda mp: (
-        mp.setattr(mfio.np, "savez", fail_on_call(1, np.savez, OSError("no memory"))) or OSError
+        mp.setattr(
+            np.lib.format,
+            "write_array",
+            fail_on_call(1, np.lib.format.write_array, OSError("no memory")),
+        )
+        or OSError
     ),
     "the third member": lambda mp: (
         mp.setattr(
@@ -433,7 +438,9 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(
     path, old = saved
     before = path.read_bytes()
     newer = small_model(seed=2)
-    for target in (path, path.with_name("fresh.microfw")):
+    # A new file is never chmod-ed: it is created with the umask's mode.
+    fresh = () if where == "chmod" else (path.with_name("fresh.microfw"),)
+    for target in (path, *fresh):
         error = FAILURES[where](monkeypatch)
         with pytest.raises(error):
             newer.save(target)

@@ -164,7 +164,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model.training = model.training.updated(
         **{key: value for key, value in overrides.items() if value is not None}
     )
-    data = load_data(args.data, args.target)
+    data = load_data(args.data, args.target, n_features=model.input_dim)
     check_features(data, model.input_dim)
     y = targets_for(data, model.output_dim, model.loss)
     out = args.out or Path("runs") / Path(args.spec).stem
@@ -241,7 +241,7 @@ def load_model_and_data(
     args: argparse.Namespace, *, need_target: bool
 ) -> tuple[mf.Sequential, Dataset]:
     model = mf.load(_existing(args.model, "model file"))
-    data = load_data(args.data, args.target, need_target=need_target)
+    data = load_data(args.data, args.target, need_target=need_target, n_features=model.input_dim)
     check_features(data, model.input_dim)
     return model, data
 

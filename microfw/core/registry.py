@@ -144,6 +144,9 @@ class Registry:
         reason = _invalid_class(cls, INTERFACES[kind])
         if reason:
             raise PluginError(f"cannot register {_qualname(cls)}: {reason}")
+        lookalike = _lookalike(self._ensure_index(), kind, cls.name)
+        if lookalike:
+            raise PluginError(f"cannot register {_qualname(cls)}: {lookalike}")
         hook = hookspecs.HOOKS[kind]
         plugin = _InProcessPlugin(hook, cls)
         module = getattr(cls, "__module__", "__main__")
@@ -176,7 +179,20 @@ class Registry:
             except (Exception, SystemExit) as exc:  # a broken package must not take the others down
                 self._problem(ep.value, package, f"failed to import: {type(exc).__name__}: {exc}")
                 continue
-            self.add_plugin(module, package=package, version=version)
+            try:  # pluggy checks the hooks' signatures here
+                self.add_plugin(module, package=package, version=version)
+            except (Exception, SystemExit) as exc:
+                self._discard(module)
+                reason = f"cannot be registered: {type(exc).__name__}: {_safe_str(exc)}"
+                self._problem(ep.value, package, reason)
+
+    def _discard(self, plugin: object) -> None:
+        """Forget a plugin whose registration failed (older pluggy may keep part of it)."""
+        for name, prov_plugin in list(self._pm.list_name_plugin()):
+            if prov_plugin is plugin:
+                self._pm.unregister(name=name)
+                self._provenance.pop(name, None)
+        self._index = None
 
     def _allowed(self, package: str) -> bool:
         return self._allow is None or _norm(package) in self._allow
@@ -196,22 +212,40 @@ class Registry:
         index: dict[str, dict[str, Entry]] = {kind: {} for kind in INTERFACES}
         for kind, hook_name in hookspecs.HOOKS.items():
             interface = INTERFACES[kind]
-            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+            impls = getattr(self._pm.hook, hook_name).get_hookimpls()
+            # microfw's own first: a look-alike of a built-in name is the one refused.
+            for impl in sorted(impls, key=lambda i: not self._is_builtin(i.plugin_name)):
                 prov = self._provenance.get(impl.plugin_name) or Provenance(
                     impl.plugin_name, None, impl.plugin_name
                 )
-                try:
+                try:  # a hook may raise anything, even SystemExit: only its package is lost
                     classes = list(impl.function())
-                except Exception as exc:
-                    self._problem(prov.source, prov.package, f"{hook_name}() raised {exc!r}")
+                except (Exception, SystemExit) as exc:
+                    self._problem(
+                        prov.source, prov.package, f"{hook_name}() raised {_safe_repr(exc)}"
+                    )
                     continue
                 for cls in classes:
-                    reason = _invalid_class(cls, interface)
-                    if reason:
+                    name: object = None
+                    try:  # a class whose `name` or `__class__` raises is that package's problem
+                        reason = _invalid_class(cls, interface)
+                        name = None if reason else cls.name  # read once, used from here on
+                        if isinstance(name, str):
+                            reason = _lookalike(index, kind, name)
+                        else:
+                            reason = reason or f"its `name` changed to {_safe_repr(name)}"
+                    except Exception as exc:
+                        what = f"{type(exc).__name__}: {_safe_str(exc)}"
+                        reason = f"a returned object cannot be inspected ({what})"
+                    if reason or not isinstance(name, str):
                         self._problem(prov.source, prov.package, f"{hook_name}(): {reason}")
                         continue
-                    self._add_entry(index, Entry(kind, cls.name, cls, prov))
+                    self._add_entry(index, Entry(kind, name, cls, prov))
         return index
+
+    def _is_builtin(self, plugin_name: str) -> bool:
+        prov = self._provenance.get(plugin_name)
+        return prov is not None and _norm(prov.package) == BUILTIN_DISTRIBUTION
 
     def _add_entry(self, index: dict[str, dict[str, Entry]], entry: Entry) -> None:
         for kind in _NAMESPACE.get(entry.kind, (entry.kind,)):
@@ -369,9 +403,9 @@ def unknown_name_message(kind: str, name: object, available: list[str]) -> str:
 
 def _invalid_class(cls: object, interface: type) -> str | None:
     if isinstance(cls, interface):
-        return f"{cls!r} is an instance; return the class {_qualname(type(cls))} itself"
+        return f"{_safe_repr(cls)} is an instance; return the class {_qualname(type(cls))} itself"
     if not isinstance(cls, type) or not issubclass(cls, interface):
-        return f"{cls!r} does not subclass microfw.{interface.__name__}"
+        return f"{_safe_repr(cls)} does not subclass microfw.{interface.__name__}"
     name = cls.__dict__.get("name", getattr(cls, "name", None))
     if not isinstance(name, str) or not _NAME_RE.match(name):
         return f"{_qualname(cls)} has no valid `name` (got {name!r})"
@@ -385,6 +419,47 @@ def _invalid_class(cls: object, interface: type) -> str | None:
     return None
 
 
+_CONFUSABLE = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
+
+
+def skeleton(name: str) -> str:
+    """What a name looks like: case, ``-``/``_``/``.`` and look-alike characters (I l 1,
+    O 0) ignored. Two different names with one skeleton are look-alikes (``reIu``,
+    ``ReLU`` and ``relu.`` of ``relu``). Names are ASCII (``[A-Za-z_][A-Za-z0-9_.-]*``), so
+    no other script's letters can pass for Latin ones."""
+    return re.sub(r"[-_.]", "", name.casefold()).translate(_CONFUSABLE)
+
+
+def _lookalike(index: dict[str, dict[str, Entry]], kind: str, name: str) -> str | None:
+    """Why ``name`` is refused as a look-alike of a name already in ``index``, or None."""
+    shape = skeleton(name)
+    for other_kind in _NAMESPACE.get(kind, (kind,)):
+        for other in index[other_kind].values():
+            if other.name != name and skeleton(other.name) == shape:
+                return (
+                    f"name {name!r} looks like the {other_kind} {other.name!r} from "
+                    f"{other.provenance} (names differing only in case, '-', '_', '.' or "
+                    "look-alike characters are refused: register a distinct name)"
+                )
+    return None
+
+
+def _safe_repr(value: object) -> str:
+    """``short_repr``, even of an object whose ``__repr__`` raises."""
+    try:
+        return short_repr(value)
+    except Exception:
+        return f"<object whose repr raises, at {id(value):#x}>"
+
+
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)`` on one line, even if it raises."""
+    try:
+        return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    except Exception:
+        return "<str() raised>"
+
+
 def _key_path(key: object) -> str:
     return key if isinstance(key, str) else f"[{short_repr(key)}]"
 
@@ -396,7 +471,10 @@ def _check_kind(kind: str) -> str:
 
 
 def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        return f"{cls.__module__}.{cls.__qualname__}"
+    except Exception:  # a hostile metaclass
+        return _safe_repr(cls)
 
 
 def _source(plugin: object) -> str:

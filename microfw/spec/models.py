@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from microfw import _json as strict_json
+from microfw._files import NotRegularFileError, TooLargeError, read_regular
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.core.params import parameter_hints, problems_from_pydantic
@@ -30,6 +33,15 @@ MAX_PARAMETERS = 10_000_000
 """The most parameters a spec may ask for (80 MB of float64 weights), checked before any array
 is made. The count is an upper bound from the widths: ``n_in * n_out + n_out`` for every layer
 except element-wise activations (exact for ``linear``)."""
+MAX_LAYERS = 1000
+"""The most layers a spec may hold, counted after a layer's ``"activation"`` key has added
+its activation: building and checking stay quick and linear in the layers."""
+MAX_SPEC_BYTES = 2**22
+"""The largest spec file read (4 MiB), and the largest ``spec.json`` in a model file."""
+MAX_WIDTH = 2**31 - 1
+"""The widest input or layer output (the largest int32): wider data could not be held."""
+MAX_BLAS_THREADS = 1024
+"""The most BLAS threads ``training.blas_threads`` may ask for."""
 PLUGIN_FIELDS = ("layers", "loss", "optimizer")
 DEFAULT_OPTIMIZER = "sgd"
 
@@ -56,7 +68,7 @@ class TrainingSpec(BaseModel):
     """Reshuffle the rows every epoch (skipped when one batch holds them all)."""
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of the rows held out, at random, to report ``val_loss``."""
-    blas_threads: Annotated[int, Field(gt=0)] | None = None
+    blas_threads: Annotated[int, Field(gt=0, le=MAX_BLAS_THREADS)] | None = None
     """BLAS threads while training (1 on a shared machine); null leaves BLAS as it
     is. Needs threadpoolctl (the ``fast`` extra)."""
 
@@ -76,7 +88,16 @@ class SpecSettings(BaseModel):
 
     spec_version: Literal[1]
     """Format of this document (currently 1)."""
-    input_dim: Annotated[int, Field(gt=0)]
+
+    @field_validator("spec_version", mode="before")
+    @classmethod
+    def _an_integer(cls, value: Any) -> Any:
+        # Literal[1] alone takes true and 1.0, which equal 1 in Python: not a version number.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("Input should be the integer 1")
+        return value
+
+    input_dim: Annotated[int, Field(gt=0, le=MAX_WIDTH)]
     """Number of input features (columns of ``X``)."""
     training: TrainingSpec = TrainingSpec()
     """Default hyper-parameters of fit()."""
@@ -182,7 +203,7 @@ def resolve(
         message = "the legacy RNG (numpy RandomState) needs a seed below 2**32"
         problems.append(Problem("seed", message, settings.seed, True))
     input_dim = data.get("input_dim")
-    if layers is not None and _is_positive_int(input_dim):
+    if layers is not None and _is_positive_int(input_dim) and input_dim <= MAX_WIDTH:
         _check_widths(input_dim, layers, loss, problems)
     if problems:
         raise SpecError(problems, source=source)
@@ -204,28 +225,36 @@ def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:
         return dict(source), None
     if source is None or isinstance(source, bool | int | float | list | tuple):
         raise SpecError([Problem("", "expected a JSON object", source, True)])
-    if isinstance(source, str) and source.lstrip().startswith("{"):
-        text, origin = source, None
+    # JSON text may start with a byte-order mark (as some editors write) and blank space.
+    if isinstance(source, str) and source.lstrip(_BLANK).startswith("{"):
+        text, origin = source.lstrip(_BLANK), None
     elif isinstance(source, str | os.PathLike):
         origin = os.fspath(source)
-        try:
-            text = Path(origin).read_text(encoding="utf-8")
+        try:  # a regular file of bounded size: a FIFO would block, /dev/zero never end
+            text = read_regular(origin, MAX_SPEC_BYTES).decode("utf-8-sig")
+        except (NotRegularFileError, TooLargeError) as exc:
+            raise SpecError([Problem("", str(exc.strerror))], source=origin) from None
         except UnicodeDecodeError as exc:
             message = f"not UTF-8 text: byte {exc.start} cannot be decoded"
             raise SpecError([Problem("", message)], source=origin) from None
     else:
         raise TypeError(f"a spec is a path, JSON text or a dict, not {type(source).__name__}")
     try:
-        data = json.loads(text)
+        data = strict_json.loads(text)
     except json.JSONDecodeError as exc:
         message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise SpecError([Problem("", message)], source=origin) from None
+    except strict_json.JSONTextError as exc:  # a key given twice, an integer too long
+        raise SpecError([Problem(exc.path, exc.message)], source=origin) from None
     except RecursionError:
         message = "not a spec: JSON nested too deeply to read"
         raise SpecError([Problem("", message)], source=origin) from None
     if not isinstance(data, dict):
         raise SpecError([Problem("", "expected a JSON object", data, True)], source=origin)
     return data, origin
+
+
+_BLANK = "\ufeff \t\r\n"
 
 
 def _validate_model(
@@ -255,6 +284,10 @@ def _resolve_layers(
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
         problems.append(Problem("layers", "expected a non-empty list of layers", items, True))
         return None
+    if len(items) > MAX_LAYERS:
+        message = f"{len(items):,} layers; the limit is {MAX_LAYERS:,} (microfw.spec.MAX_LAYERS)"
+        problems.append(Problem("layers", message))
+        return None
     before = len(problems)
     out: list[tuple[str, Layer]] = []
     first_use: dict[int, int] = {}
@@ -267,6 +300,12 @@ def _resolve_layers(
                 problems.append(Problem(f"layers[{i}]", message, item, True))
                 continue
         out.extend(_resolve_layer(registry, item, f"layers[{i}]", problems))
+    if len(out) > MAX_LAYERS:
+        message = (
+            f"{len(out):,} layers once each 'activation' key adds its layer; the limit is "
+            f"{MAX_LAYERS:,} (microfw.spec.MAX_LAYERS)"
+        )
+        problems.append(Problem("layers", message))
     return out if len(problems) == before else None
 
 
@@ -341,30 +380,46 @@ def _check_widths(
     for path, layer in layers:
         try:
             out = layer.output_dim(width)
-        except ValueError as exc:
-            problems.append(Problem(path, f"cannot take an input of width {width}: {exc}"))
+        except (ValueError, ArithmeticError) as exc:  # OverflowError: a float of a huge width
+            message = f"cannot take an input of width {magnitude(width)}: {exc}"
+            problems.append(Problem(path, message))
             return
         if not _is_positive_int(out):
-            message = f"output width must be a positive integer for input width {width}"
+            message = f"output width must be a positive integer for input width {magnitude(width)}"
             problems.append(Problem(path, message, out, True))
             return
         if not isinstance(layer, ActivationLayer):
             parameters += width * out + out
             if parameters > MAX_PARAMETERS:
                 message = (
-                    f"the model would have about {parameters:.3g} parameters up to here "
-                    f"(input width {width}, output width {out}); the limit is "
-                    f"{MAX_PARAMETERS:,} (microfw.spec.MAX_PARAMETERS)"
+                    f"the model would have about {magnitude(parameters)} parameters up to "
+                    f"here (input width {magnitude(width)}, output width {magnitude(out)}); "
+                    f"the limit is {MAX_PARAMETERS:,} (microfw.spec.MAX_PARAMETERS)"
                 )
                 problems.append(Problem(path, message))
                 return
+        if out > MAX_WIDTH:
+            message = (
+                f"output width {magnitude(out)} is more than {MAX_WIDTH:,} (microfw.spec.MAX_WIDTH)"
+            )
+            problems.append(Problem(path, message))
+            return
         width = out
     if loss is not None:
         try:
             loss.check_output_dim(width)
-        except ValueError as exc:
-            message = f"{exc} (the last layer gives {width} output(s))"
+        except (ValueError, ArithmeticError) as exc:
+            message = f"{exc} (the last layer gives {magnitude(width)} output(s))"
             problems.append(Problem("loss", message))
+
+
+def magnitude(n: int) -> str:
+    """An integer for a message: exact up to 1e6, else ``3e+09``, even past float's range."""
+    if abs(n) < 10**6:
+        return str(n)
+    if abs(n) < 10**300:
+        return f"{n:.3g}"
+    return f"{'-' if n < 0 else ''}1e+{int(abs(n).bit_length() * math.log10(2))} or more"
 
 
 def _suggest_keys(problems: list[Problem], allowed: dict[str, list[str]]) -> list[Problem]:
@@ -393,9 +448,9 @@ def plugins_of(objects: Sequence[Plugin]) -> list[tuple[str, str, type[Plugin]]]
     """Every ``(kind, name, class)`` used by ``objects`` and the plugins nested in their
     parameters."""
     seen: list[tuple[str, str, type[Plugin]]] = []
-    stack = list(objects)
+    stack = deque(objects)  # popleft: linear in the number of layers
     while stack:
-        obj = stack.pop(0)
+        obj = stack.popleft()
         if isinstance(obj, ActivationLayer):
             obj = obj.activation
         key = (obj.kind, obj.name, type(obj))

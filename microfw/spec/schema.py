@@ -8,6 +8,7 @@ which nested references such as ``init`` point to.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from microfw.core.interfaces import INTERFACES
@@ -39,15 +40,17 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a spec for the plugins of ``registry``."""
     registry = registry or current_registry()
     defs: dict[str, Any] = {}
+    # Each plugin's schema on its own: one that cannot be expressed is left out and reported.
+    usable = {kind: _expressible(registry.entries(kind)) for kind in INTERFACES}
     for kind in INTERFACES:
-        entries = registry.entries(kind)
+        entries = usable[kind]
         defs[f"{kind}_ref"] = _ref_schema(entries, [_plugin_def(e, defs) for e in entries])
-    layer_entries = registry.entries("layer") + registry.entries("activation")
+    layer_entries = usable["layer"] + usable["activation"]
     defs["layers_item"] = _ref_schema(
         layer_entries,
         [
-            *(_plugin_def(e, defs, shorthand_activation=True) for e in registry.entries("layer")),
-            *(_plugin_def(e, defs) for e in registry.entries("activation")),
+            *(_plugin_def(e, defs, shorthand_activation=True) for e in usable["layer"]),
+            *(_plugin_def(e, defs) for e in usable["activation"]),
         ],
     )
     settings = _model_schema(SpecSettings)
@@ -78,6 +81,27 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
         "additionalProperties": False,
         "$defs": defs,
     }
+
+
+def _expressible(entries: list[Entry]) -> list[Entry]:
+    """The entries whose parameters have a JSON Schema; a ``RuntimeWarning`` names the
+    others (e.g. a ``typing.Callable`` parameter) with their package."""
+    out = []
+    for entry in entries:
+        try:
+            _plugin_def(entry, {}, shorthand_activation=entry.kind == "layer")
+            _ref_schema([entry], [])
+        except Exception as exc:
+            warnings.warn(
+                f"microfw plugin left out of the JSON Schema: {entry.kind} {entry.name!r} from "
+                f"{entry.provenance}: its parameters cannot be expressed in JSON Schema "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        out.append(entry)
+    return out
 
 
 def _plugin_def(entry: Entry, defs: dict[str, Any], *, shorthand_activation: bool = False) -> str:

@@ -67,8 +67,10 @@ def fit(
     With ``blas_threads`` set, BLAS runs on that many threads for the duration of the call
     (through threadpoolctl, the ``fast`` extra).
 
-    Raises :class:`TrainingError` if a batch loss is NaN or infinite, or if an epoch's updates
-    leave a weight non-finite (checked after every epoch): training stops, the weights are
+    Raises :class:`TrainingError` if a batch loss is NaN or infinite, if an update raises an
+    ``ArithmeticError`` (a schedule's rate overflowing), or if an epoch's updates leave a
+    weight non-finite or their norm beyond ``sqrt(max float)`` (checked after every epoch, with
+    :func:`bounded`): training stops, the weights are
     those at the start of the latest epoch whose first loss was finite (or the initial ones),
     and the optimizer's state (momentum...) is reset (:meth:`Optimizer.reset_state`).
     An exception from a callback propagates and leaves the weights of the last update.
@@ -131,7 +133,12 @@ def _fit(
                 for keep, p in snapshot:
                     keep[...] = p
                 good_epoch = epoch
-            step(params, grads)
+            try:
+                step(params, grads)
+            except ArithmeticError as exc:  # e.g. a schedule's rate overflowing a float
+                _restore(model, kept, last_good)
+                what = f"the update raised {type(exc).__name__} ({exc})"
+                raise _diverged(what, epoch, b, good_epoch, history) from None
             if mirrored:
                 model.parameters_changed()
             m = xb.shape[0]
@@ -142,10 +149,16 @@ def _fit(
                 callback.on_batch_end(b, {"loss": value, "size": m})
         model.optimizer.end_epoch()
         # A finite loss can still give an update that overflows; the next batch's loss would
-        # show it, but after the last batch of the last epoch nothing else would.
-        if not all(map(all_finite, params)):
+        # show it, but after the last batch of the last epoch nothing else would. A clipped
+        # loss (bce) stays finite while weights grow without bound: past sqrt(max float) a
+        # product of two weights overflows, so that is where training stops too.
+        if not all(map(bounded, params)):
+            if all(map(all_finite, params)):
+                limit = math.sqrt(np.finfo(params[0].dtype).max)
+                what = f"an update made the weights absurdly large (norm beyond {limit:.2g})"
+            else:
+                what = "an update made the weights non-finite"
             _restore(model, kept, last_good)
-            what = "an update made the weights non-finite"
             raise _diverged(what, epoch, len(data) - 1, good_epoch, history)
 
         logs = {"loss": total / n}
@@ -272,6 +285,13 @@ def all_finite(a: Array) -> bool:
     look.
     """
     return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+
+
+def bounded(a: Array) -> bool:
+    """Whether ``a`` is finite with a Euclidean norm below ``sqrt(max float)`` (1.3e154 in
+    float64, 1.8e19 in float32): one pass, the sum of squares overflows (or is NaN) exactly
+    then. Past it a product of two such weights may overflow."""
+    return math.isfinite(np.vdot(a, a))
 
 
 def _diverged(

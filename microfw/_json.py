@@ -1,0 +1,73 @@
+"""JSON text read strictly: duplicate keys and integers too long to read are errors with
+their path, never a silently kept last value or a bare ``ValueError``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from microfw.errors import join_path
+
+
+class JSONTextError(ValueError):
+    """JSON text that cannot be taken as data; ``path`` says where (``""`` for the whole)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '<root>'}: {message}")
+        self.path = path
+        self.message = message
+
+
+def loads(text: str) -> Any:
+    """Parse ``text`` as :func:`json.loads` does (NaN and Infinity included), but refuse an
+    object with a key twice, and integers longer than Python reads (4300 digits).
+
+    Raises:
+        json.JSONDecodeError: not JSON.
+        RecursionError: nested too deeply.
+        JSONTextError: a duplicate key or an integer too long, with its path.
+    """
+    repeated: list[tuple[dict[str, Any], list[str]]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) < len(items):
+            seen: set[str] = set()
+            dups = [k for k, _ in items if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+            repeated.append((obj, dups))
+        return obj
+
+    def big_int(digits: str) -> int:
+        try:
+            return int(digits)
+        except ValueError:  # past sys.get_int_max_str_digits()
+            raise _TooLong(len(digits.lstrip("-"))) from None
+
+    try:
+        data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int)
+    except _TooLong as exc:
+        raise JSONTextError("", f"an integer of {exc.digits} digits, too long to read") from None
+    if repeated:
+        path, keys = _locate(data, repeated[0][0]), repeated[0][1]
+        where = join_path(path, keys[0])
+        raise JSONTextError(where, f"key {keys[0]!r} appears more than once in one object")
+    return data
+
+
+class _TooLong(Exception):
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _locate(root: Any, target: object) -> str:
+    """The path of the object ``target`` (by identity) inside ``root``, without recursion."""
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        if node is target:
+            return path
+        if isinstance(node, dict):
+            stack += [(join_path(path, k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(join_path(path, i), v) for i, v in enumerate(node)]
+    return ""
