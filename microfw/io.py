@@ -1,4 +1,7 @@
-"""Save and load models: one zip file holding ``meta.json``, ``spec.json`` and ``weights.npz``.
+"""Load (and save) models: one zip file holding ``meta.json``, ``spec.json`` and ``weights.npz``.
+
+Writing lives with the model (:mod:`microfw.nn.modelfile`, so that ``Sequential.save`` needs no
+import of this module); reading, which builds a model, lives here.
 
 * ``meta.json``: the format name and version, the microfw version, and every plugin the spec
   uses with the package (and version) that registered it.
@@ -16,50 +19,26 @@ saved: a loaded model predicts identically and starts its learning-rate schedule
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from microfw import _json as strict_json
-from microfw._files import atomic_write, npz_bytes, read_regular, zip_bytes
+from microfw._files import read_regular
 from microfw._npz import Header, NpzError, read_headers, read_npz
-from microfw._version import __version__
 from microfw.core.interfaces import INTERFACES, Array
 from microfw.core.registry import Registry, current_registry
-from microfw.errors import ModelFileError, PluginError, SpecError
+from microfw.errors import ModelFileError, SpecError
+from microfw.nn.modelfile import FORMAT, FORMAT_VERSION, META, SPEC, WEIGHTS, save
+from microfw.nn.sequential import Sequential, build
 from microfw.spec import models as spec_module
-from microfw.spec.models import plugins_of
 
-if TYPE_CHECKING:
-    from microfw.nn.sequential import Sequential
+__all__ = ["FORMAT", "FORMAT_VERSION", "META", "READS", "SPEC", "WEIGHTS", "load", "save"]
 
-FORMAT = "microfw-model"
-FORMAT_VERSION = 2
 READS = (1, 2)
 """The format versions :func:`load` reads."""
-META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
-
-
-def save(model: Sequential, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically."""
-    path = Path(path)
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "microfw_version": __version__,
-        "plugins": [
-            _plugin_record(model.registry, kind, name, cls)
-            for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
-        ],
-    }
-    weights = npz_bytes(dict(model.store.items()))
-    # Built in memory, then written atomically (temporary file named for its clean-up).
-    archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
-    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
 
 
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequential:
@@ -72,7 +51,6 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     :class:`ModelFileError` (or :class:`~microfw.SpecError` for the spec); nothing is
     unpickled and no model is returned.
     """
-    from microfw.nn.sequential import build
 
     registry = registry or current_registry()
     members = _read_members(path)
@@ -152,29 +130,6 @@ def _json_member(path: Any, name: str, raw: bytes) -> Any:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ModelFileError(f"{path}: {name} is not valid JSON ({reason})") from None
-
-
-def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[str, Any]:
-    """The record of one plugin the model uses; it must be the one its name loads."""
-    entry = registry.entry(kind, name) if registry.has(kind, name) else None
-    if entry is None or entry.cls is not cls:
-        found = (
-            f"registered as {entry.cls.__module__}.{entry.cls.__qualname__}"
-            if entry
-            else "not registered"
-        )
-        raise PluginError(
-            f"cannot save: the model's {kind} {name!r} is {cls.__module__}.{cls.__qualname__}, "
-            f"but that name is {found}, so the file could not be loaded as saved; register "
-            "the class (mf.register) and build the model with it"
-        )
-    provenance = entry.provenance
-    return {
-        "kind": kind,
-        "name": name,
-        "package": provenance.package,
-        "version": provenance.version,
-    }
 
 
 def _check_meta(path: Any, meta: Any, registry: Registry) -> None:

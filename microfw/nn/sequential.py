@@ -299,7 +299,7 @@ class Sequential:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write spec, weights and plugin versions to one file, atomically (:mod:`microfw.io`)."""
-        from microfw.io import save
+        from microfw.nn.modelfile import save
 
         save(self, path)
 

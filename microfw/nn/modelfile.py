@@ -1,0 +1,69 @@
+"""Writing a model file: one zip of ``meta.json``, ``spec.json`` and ``weights.npz``.
+
+The format is described in :mod:`microfw.io`, which reads it. Writing builds the whole file in
+memory, then writes it atomically (a temporary file in the target's directory, then
+``os.replace``): a failure leaves any previous file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from microfw._files import atomic_write, npz_bytes, zip_bytes
+from microfw._version import __version__
+from microfw.core.registry import Registry
+from microfw.errors import PluginError
+from microfw.spec.models import plugins_of
+
+if TYPE_CHECKING:
+    from microfw.nn.sequential import Sequential
+
+FORMAT = "microfw-model"
+FORMAT_VERSION = 2
+READS = (1, 2)
+"""The format versions :func:`load` reads."""
+META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
+
+
+def save(model: Sequential, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "microfw_version": __version__,
+        "plugins": [
+            _plugin_record(model.registry, kind, name, cls)
+            for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
+        ],
+    }
+    weights = npz_bytes(dict(model.store.items()))
+    # Built in memory, then written atomically (temporary file named for its clean-up).
+    archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
+    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
+
+
+def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[str, Any]:
+    """The record of one plugin the model uses; it must be the one its name loads."""
+    entry = registry.entry(kind, name) if registry.has(kind, name) else None
+    if entry is None or entry.cls is not cls:
+        found = (
+            f"registered as {entry.cls.__module__}.{entry.cls.__qualname__}"
+            if entry
+            else "not registered"
+        )
+        raise PluginError(
+            f"cannot save: the model's {kind} {name!r} is {cls.__module__}.{cls.__qualname__}, "
+            f"but that name is {found}, so the file could not be loaded as saved; register "
+            "the class (mf.register) and build the model with it"
+        )
+    provenance = entry.provenance
+    return {
+        "kind": kind,
+        "name": name,
+        "package": provenance.package,
+        "version": provenance.version,
+    }
