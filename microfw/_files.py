@@ -24,17 +24,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from microfw.errors import NotRegularFileError, TooLargeError
+
 TEMP_SUFFIX = ".tmp"
 _PROCESS = secrets.token_hex(4)
 """Tells this process's temporary files from those of a dead process that had its pid."""
-
-
-class NotRegularFileError(OSError):
-    """The path exists but is not a regular file (a directory, FIFO, device or socket)."""
-
-
-class TooLargeError(OSError):
-    """The file holds more bytes than the reader accepts."""
 
 
 def open_regular(path: str | os.PathLike[str]) -> BinaryIO:

@@ -6,16 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from microfw.errors import join_path
+from microfw.errors import JSONTextError, join_path
 
-
-class JSONTextError(ValueError):
-    """JSON text that cannot be taken as data; ``path`` says where (``""`` for the whole)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path or '<root>'}: {message}")
-        self.path = path
-        self.message = message
+__all__ = ["JSONTextError", "loads"]
 
 
 def loads(text: str) -> Any:
@@ -41,22 +34,15 @@ def loads(text: str) -> Any:
         try:
             return int(digits)
         except ValueError:  # past sys.get_int_max_str_digits()
-            raise _TooLong(len(digits.lstrip("-"))) from None
+            length = len(digits.lstrip("-"))
+            raise JSONTextError("", f"an integer of {length} digits, too long to read") from None
 
-    try:
-        data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int)
-    except _TooLong as exc:
-        raise JSONTextError("", f"an integer of {exc.digits} digits, too long to read") from None
+    data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int)
     if repeated:
         path, keys = _locate(data, repeated[0][0]), repeated[0][1]
         where = join_path(path, keys[0])
         raise JSONTextError(where, f"key {keys[0]!r} appears more than once in one object")
     return data
-
-
-class _TooLong(Exception):
-    def __init__(self, digits: int) -> None:
-        self.digits = digits
 
 
 def _locate(root: Any, target: object) -> str:

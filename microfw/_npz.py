@@ -20,9 +20,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy
 
-
-class NpzError(ValueError):
-    """An ``.npz`` archive, or one array in it, is unreadable or refused; the message says why."""
+from microfw.errors import NpzError
 
 
 @dataclass(frozen=True)

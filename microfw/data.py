@@ -29,9 +29,9 @@ from typing import IO, Any
 import numpy as np
 
 from microfw._files import open_regular
-from microfw._npz import Header, NpzError, read_npz
+from microfw._npz import Header, read_npz
 from microfw.core.interfaces import Array, Loss
-from microfw.errors import DataError
+from microfw.errors import DataError, NpzError
 
 MAX_DATA_BYTES = 2**32
 """The largest array a data file may hold once read as float64 (4 GiB, 536,870,912 values),

@@ -144,6 +144,27 @@ class OnnxExportError(MicrofwError):
     :mod:`microfw.onnx`)."""
 
 
+class NotRegularFileError(MicrofwError, OSError):
+    """The path exists but is not a regular file (a directory, FIFO, device or socket)."""
+
+
+class TooLargeError(MicrofwError, OSError):
+    """A file holds more bytes than the reader accepts."""
+
+
+class JSONTextError(MicrofwError, ValueError):
+    """JSON text that cannot be taken as data; ``path`` says where (``""`` for the whole)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '<root>'}: {message}")
+        self.path = path
+        self.message = message
+
+
+class NpzError(MicrofwError, ValueError):
+    """An ``.npz`` archive, or one array in it, is unreadable or refused; the message says why."""
+
+
 class MissingExtraError(MicrofwError, ImportError):
     """An optional dependency is missing (or fails to import); the message names the pip command.
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from microfw import _json as strict_json
 from microfw._files import read_regular
-from microfw._npz import Header, NpzError, read_headers, read_npz
+from microfw._npz import Header, read_headers, read_npz
 from microfw.core.interfaces import INTERFACES, Array
 from microfw.core.registry import Registry, current_registry
-from microfw.errors import ModelFileError, SpecError
+from microfw.errors import ModelFileError, NpzError, SpecError
 from microfw.nn.modelfile import FORMAT, FORMAT_VERSION, META, SPEC, WEIGHTS, save
 from microfw.nn.sequential import Sequential, build
 from microfw.spec import models as spec_module

@@ -20,13 +20,20 @@ from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from microfw import _json as strict_json
-from microfw._files import NotRegularFileError, TooLargeError, read_regular
+from microfw._files import read_regular
 from microfw.core.activation_layer import ActivationLayer
 from microfw.core.interfaces import Activation, Layer, Loss, Optimizer, Plugin, to_ref
 from microfw.core.params import parameter_hints, problems_from_pydantic
 from microfw.core.registry import Registry, current_registry, unknown_name_message
 from microfw.core.rng import RngKind
-from microfw.errors import Problem, SpecError, join_path, join_path_problem
+from microfw.errors import (
+    NotRegularFileError,
+    Problem,
+    SpecError,
+    TooLargeError,
+    join_path,
+    join_path_problem,
+)
 
 SPEC_VERSION: Literal[1] = 1
 MAX_PARAMETERS = 10_000_000
