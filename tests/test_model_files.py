@@ -21,7 +21,7 @@ from cube_plugin import cube_model
 from zip_members import edit_json, members, npz, replace
 
 import microfw as mf
-import microfw.nn.sequential
+import microfw.io
 from microfw import io as mfio
 
 X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
@@ -52,13 +52,13 @@ def saved(tmp_path: Path) -> tuple[Path, mf.Sequential]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every model load() starts to build, to prove a refused file built nothing."""
     calls: list[Any] = []
-    real = microfw.nn.sequential.build
+    real = microfw.io.build
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(microfw.nn.sequential, "build", counting)
+    monkeypatch.setattr(microfw.io, "build", counting)
     return calls
 
 
