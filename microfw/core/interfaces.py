@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from microfw.core.params import interface_of, parameter_hints, ref, validate_params
+from microfw.errors import PluginError
 
 Array = NDArray[np.floating[Any]]
 
@@ -197,11 +198,21 @@ class Activation(Plugin, abc.ABC):
 
     def forward_into(self, x: Array, out: Array) -> None:
         """Write ``f(x)`` into ``out`` (same shape and dtype as ``x``, never ``x`` itself)."""
-        np.copyto(out, self.forward(x))
+        np.copyto(out, _same_shape(self, "forward", self.forward(x), x))
 
     def backward_into(self, x: Array, y: Array, dy: Array, out: Array) -> None:
         """Write ``dy * f'(x)`` into ``out``, which is none of ``x``, ``y``, ``dy``."""
-        np.multiply(dy, self.derivative(x, y), out=out)
+        np.multiply(dy, _same_shape(self, "derivative", self.derivative(x, y), x), out=out)
+
+
+def _same_shape(plugin: Plugin, method: str, result: Any, x: Array) -> Any:
+    """``result`` if it has ``x``'s shape; else a :class:`PluginError` (no silent broadcast)."""
+    if np.shape(result) != x.shape:
+        raise PluginError(
+            f"activation {plugin.name!r}: {method} returned shape {np.shape(result)} for an "
+            f"input of shape {x.shape}; an element-wise function keeps the shape"
+        )
+    return result
 
 
 @_interface("loss")

@@ -176,11 +176,33 @@ class Sequential:
     # -- numerics --------------------------------------------------------------------------
 
     def forward(self, X: Array, training: bool = False) -> Array:
-        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``."""
+        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``.
+
+        The output's shape and dtype are checked at the model boundary (a tuple comparison);
+        a plugin that returns the wrong shape for some batch is named (:class:`PluginError`).
+        """
         out = X
         for layer in self.layers:
             out = layer.forward(out, training)
+        self._check_output(X, out)
         return out
+
+    def _check_output(self, X: Array, out: Any) -> None:
+        """Refuse an output that is not ``(len(X), output_dim)`` in the model's dtype, naming
+        the layer that went wrong (every layer is then run once more, in inference mode)."""
+        if (
+            isinstance(out, np.ndarray)
+            and out.shape == (X.shape[0], self.output_dim)
+            and out.dtype == self.dtype
+        ):
+            return
+        self._check_forward(X)
+        got = f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else short_repr(out)
+        raise PluginError(
+            f"the model's output for {X.shape[0]} row(s) was {got}, expected "
+            f"{self.dtype}{[X.shape[0], self.output_dim]} (a layer's training and inference "
+            "results differ in shape)"
+        )
 
     def train_batch(self, X: Array, y: Array) -> tuple[float, Array]:
         """Forward, loss and backward on validated arrays: returns (loss, outputs).
@@ -192,6 +214,7 @@ class Sequential:
         for step in plan.steps:
             out = step.forward(out)
         value, dy, out = plan.head(out, y)
+        self._check_output(X, out)
         for step in reversed(plan.steps):
             dy = step.backward(dy)
         if self.store.mirrored:

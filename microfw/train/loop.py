@@ -18,6 +18,7 @@ from microfw.core.buffers import WorkBuffer
 from microfw.core.interfaces import Array
 from microfw.errors import TrainingError
 from microfw.train.callbacks import Callback, Logs, overrides
+from microfw.train.interrupts import Deferred, deferred
 from microfw.train.metrics import Accuracy, accuracy_for
 
 if TYPE_CHECKING:
@@ -74,10 +75,13 @@ def fit(
     those at the start of the latest epoch whose first loss was finite (or the initial ones),
     and the optimizer's state (momentum...) is reset (:meth:`Optimizer.reset_state`).
     An exception from a callback propagates and leaves the weights of the last update.
+    Ctrl-C (``KeyboardInterrupt``) stops training between two updates, never inside one:
+    the weights are those after the last complete update (see
+    :mod:`microfw.train.interrupts`).
     """
     config = model.training.updated(**overrides)
-    with blas_threads(config.blas_threads):
-        return _fit(model, config, X, y, validation_data, callbacks)
+    with blas_threads(config.blas_threads), deferred() as interrupts:
+        return _fit(model, config, X, y, validation_data, callbacks, interrupts)
 
 
 def _fit(
@@ -87,6 +91,7 @@ def _fit(
     y: Any,
     validation_data: tuple[Any, Any] | None,
     callbacks: Sequence[Callback],
+    interrupts: Deferred,
 ) -> History:
     X, y, X_val, y_val = _holdout(model, X, y, validation_data, config.validation_split)
     accuracy = accuracy_for(y, model.loss)
@@ -141,6 +146,7 @@ def _fit(
                 raise _diverged(what, epoch, b, good_epoch, history) from None
             if mirrored:
                 model.parameters_changed()
+            interrupts.check()
             m = xb.shape[0]
             total += value * m
             if accuracy is not None:
@@ -172,6 +178,7 @@ def _fit(
         history.append(epoch, logs)
         for callback in epoch_end:
             callback.on_epoch_end(epoch, logs)
+        interrupts.check()
         if model.stop_training:
             break
     for callback in callbacks:
