@@ -35,6 +35,16 @@ from microfw.train.loop import History, TrainingError
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # TrainingAnimation needs matplotlib (the plot extra): imported on first use only.
+    if name == "TrainingAnimation":
+        from microfw.animation import TrainingAnimation
+
+        return TrainingAnimation
+    raise AttributeError(f"module 'microfw' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
     "ActivationLayer",
@@ -60,6 +70,7 @@ __all__ = [
     "Schedule",
     "Sequential",
     "SpecError",
+    "TrainingAnimation",
     "TrainingError",
     "TrainingSpec",
     "WorkBuffer",

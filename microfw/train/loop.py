@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from microfw.core.buffers import WorkBuffer
 from microfw.core.interfaces import Array, Optimizer
 from microfw.errors import MicrofwError
+from microfw.train.blas import BlasPolicy, batch_work
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.metrics import Accuracy, accuracy_for
 
@@ -77,8 +77,9 @@ def fit(
     directly. The optimizer steps once per batch and ends an epoch after each epoch, so its
     schedule anneals per step or per epoch as it declares.
 
-    With ``blas_threads`` set, BLAS runs on that many threads for the duration of the call
-    (through threadpoolctl, the ``fast`` extra).
+    ``blas_threads`` sets BLAS's threads for the duration of the call: a count, None (left as
+    it is) or ``"auto"`` (one thread for small batches, else the fastest count as timed during
+    the fit; see :mod:`microfw.train.blas`).
 
     Raises :class:`TrainingError` if a batch loss is NaN or infinite, or if an epoch's updates
     leave a weight non-finite (checked after every epoch): training stops, the weights are
@@ -87,8 +88,9 @@ def fit(
     An exception from a callback propagates and leaves the weights of the last update.
     """
     config = model.training.updated(**overrides)
-    with blas_threads(config.blas_threads):
-        return _fit(model, config, X, y, validation_data, callbacks)
+    rows = config.batch_size or (len(X) if hasattr(X, "__len__") else 0)
+    with BlasPolicy(config.blas_threads, batch_work(model, rows)) as blas:
+        return _fit(model, config, X, y, validation_data, [*callbacks, *blas.callbacks])
 
 
 def _fit(
@@ -225,28 +227,6 @@ class _Batches:
                 np.take(source, rows, axis=0, out=out, mode="clip")
                 batch.append(out)
             yield tuple(batch)
-
-
-@contextmanager
-def blas_threads(threads: int | None) -> Iterator[None]:
-    """Limit BLAS to ``threads`` threads inside the block (None: leave BLAS as it is).
-
-    Multi-threaded BLAS helps on an idle machine but collapses when the cores are shared
-    (measured on 2 cores with the other one busy: the moons network 5-9 ms per epoch on two
-    threads against 1.2 ms on one; idle, 1.2 against 1.4 ms). Needs threadpoolctl.
-    """
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise MicrofwError(
-            f"blas_threads={threads} needs threadpoolctl: pip install 'microfw[fast]' "
-            "(or set blas_threads to null to leave BLAS as it is)"
-        ) from None
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
 
 
 def _holdout(
