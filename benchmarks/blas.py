@@ -25,9 +25,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import microfw as mf
+import microfw.train.blas
 from benchmarks import workloads
 from benchmarks.workloads import Workload
-from microfw.train.blas import usable_cpus
+from microfw.train.blas import AutoThreads, usable_cpus
 
 TARGET = 1.2
 
@@ -43,6 +44,16 @@ def busy_core() -> Iterator[None]:
     finally:
         burner.kill()
         burner.wait()
+
+
+class Recording(AutoThreads):
+    """``"auto"``'s timer, keeping what it decided in :data:`DECISIONS`."""
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        DECISIONS.append((list(self.choices), self.skipped))
+
+
+DECISIONS: list[tuple[list[int], int]] = []
 
 
 class Budget(mf.Callback):
@@ -89,15 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.blas", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and epochs")
     parser.add_argument("--rounds", type=int, help="rounds per condition (default 3, quick 1)")
+    parser.add_argument("--only", default="moons,mnist", help="comma-separated: moons, mnist")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - {"moons", "mnist"}:
+        parser.error(f"--only: unknown {sorted(only - {'moons', 'mnist'})} (moons, mnist)")
+    microfw.train.blas.AutoThreads = Recording  # type: ignore[misc]
     rounds = args.rounds or (1 if args.quick else 3)
     n = 6_000 if args.quick else 12_000
     budget = 0.5 if args.quick else 2.0
-    cases = [  # "auto" fits of several seconds (the README's moons example: 10000 epochs)
-        (workloads.moons(), 300 if args.quick else 5000),
-        (workloads.mnist_shaped(128, n=n), 1 if args.quick else 20),
-        (workloads.mnist_shaped(1024, n=n), 1 if args.quick else 20),
-    ]
+    cases = []  # "auto" fits of several seconds (the README's moons example: 10000 epochs)
+    if "moons" in only:
+        cases.append((workloads.moons(), 300 if args.quick else 5000))
+    if "mnist" in only:
+        cases.append((workloads.mnist_shaped(128, n=n), 1 if args.quick else 20))
+        cases.append((workloads.mnist_shaped(1024, n=n), 1 if args.quick else 20))
     from threadpoolctl import threadpool_info
 
     for pool in threadpool_info():
@@ -114,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{condition}: "
             + ("no extra load" if condition == "idle" else "a process burning a core")
         )
-        print(head + f"{'auto / best pinned':>28}")
+        print(head + f"{'auto / best pinned':>28}   auto's timings (chose 1 / more; looks skipped)")
         with busy_core() if condition == "busy" else contextlib.nullcontext():
             for wl, epochs in cases:
+                DECISIONS.clear()
                 times = measure(wl, epochs, rounds, budget)
+                choices = [c for chosen, _ in DECISIONS for c in chosen]
+                ones = choices.count(1)
+                skipped = sum(s for _, s in DECISIONS)
                 fixed = [s for s in times if s != "auto"]
                 ratios = [times["auto"][r] / min(times[s][r] for s in fixed) for r in range(rounds)]
                 ratio = statistics.median(ratios)
@@ -128,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  {label:<26}{condition:<7}{cells}"
                     f"{ratio:>9.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
-                    f"{'met' if ok else 'MISSED'}",
+                    f"{'met' if ok else 'MISSED':<7}{ones} / {len(choices) - ones}; {skipped}",
                     flush=True,
                 )
     verdict = "all targets met" if not missed else f"{missed} target(s) missed"
