@@ -168,9 +168,6 @@ def draw_boundary(
     """Draw the outputs ``out`` over ``grid`` (see :func:`plot_decision_boundary`) and the
     data points, each class with its own marker, and a legend of the classes."""
     gx, gy, X = grid.gx, grid.gy, grid.X
-    labels = np.asarray(y)
-    if labels.ndim == 2:
-        labels = labels[:, 0] if labels.shape[1] == 1 else labels.argmax(axis=1)
     if out.shape[1] == 1:
         score = out[:, 0].reshape(gx.shape)
         if threshold == 0.5 and score.min() >= 0.0 and score.max() <= 1.0:  # probabilities
@@ -188,6 +185,21 @@ def draw_boundary(
         classes = out.argmax(axis=1).reshape(gx.shape)
         k = out.shape[1]
         ax.contourf(gx, gy, classes, levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.4)
+    draw_points(ax, X, y)
+
+
+def class_labels(y: Array) -> Array:
+    """Labels ``(n_samples,)`` from labels, one column, or one-hot rows."""
+    labels = np.asarray(y)
+    if labels.ndim == 2:
+        labels = labels[:, 0] if labels.shape[1] == 1 else labels.argmax(axis=1)
+    return labels
+
+
+def draw_points(ax: Any, X: Array, y: Array) -> None:
+    """The data points ``X`` ``(n_samples, 2)``, each class with its own marker, fill and
+    edge (white circles and black triangles for two classes), and a legend of the classes."""
+    labels = class_labels(y)
     values = np.unique(labels)
     palette = _tab10()
     for i, value in enumerate(values):
