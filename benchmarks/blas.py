@@ -85,9 +85,9 @@ def measure(wl: Workload, epochs: int, rounds: int, budget: float) -> dict[Any, 
     """Seconds per epoch of each setting in each round, the settings interleaved."""
     settings: list[Any] = ["auto", *range(1, usable_cpus() + 1)]
     times: dict[Any, list[float]] = {s: [] for s in settings}
-    per_epoch(wl, 1, 1)  # warm-up: compiled kernels, caches
-    for _ in range(rounds):
-        for s in settings:
+    per_epoch(wl, 1, epochs, budget)  # warm-up: compiled kernels, caches
+    for r in range(rounds):
+        for s in settings[r % len(settings) :] + settings[: r % len(settings)]:  # rotated
             times[s].append(per_epoch(wl, s, epochs, None if s == "auto" else budget))
     return times
 
