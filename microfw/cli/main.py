@@ -303,8 +303,8 @@ def write_plots(
     from microfw import plots
     from microfw.nn.summary import architecture
 
+    paths = [plots.plot_history(history, out / CURVE_PNG, title=title)]
     name = f"{title}: " if title else ""
-    paths = [plots.plot_history(history, out / CURVE_PNG, title=name.rstrip(": "))]
     if model.input_dim == 2:
         assert data.y is not None
         x1, x2 = data.feature_names

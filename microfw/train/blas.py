@@ -83,6 +83,15 @@ def batch_work(model: Sequential, rows: int) -> int:
     return rows * sum(p.size for p in model.parameters() if p.ndim == 2)
 
 
+def batch_rows(X: Any, batch_size: int | None) -> int:
+    """Rows per batch of a fit on ``X`` (not yet checked: 0 if it has no length)."""
+    try:
+        n = len(X)
+    except TypeError:
+        return 0
+    return min(batch_size or n, n)
+
+
 class BlasPolicy:
     """A context manager applying a ``blas_threads`` setting for one fit.
 

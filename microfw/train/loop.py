@@ -15,7 +15,7 @@ import numpy as np
 from microfw.core.buffers import WorkBuffer
 from microfw.core.interfaces import Array, Optimizer
 from microfw.errors import MicrofwError
-from microfw.train.blas import BlasPolicy, batch_work
+from microfw.train.blas import BlasPolicy, batch_rows, batch_work
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.metrics import Accuracy, accuracy_for
 
@@ -88,8 +88,8 @@ def fit(
     An exception from a callback propagates and leaves the weights of the last update.
     """
     config = model.training.updated(**overrides)
-    rows = config.batch_size or (len(X) if hasattr(X, "__len__") else 0)
-    with BlasPolicy(config.blas_threads, batch_work(model, rows)) as blas:
+    work = batch_work(model, batch_rows(X, config.batch_size))
+    with BlasPolicy(config.blas_threads, work) as blas:
         return _fit(model, config, X, y, validation_data, [*callbacks, *blas.callbacks])
 
 
