@@ -3,6 +3,7 @@ legend and titles on every panel; a real GIF of training, from Python and ``fit 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def test_the_callback_renders_a_gif_of_training(tmp_path: Path) -> None:
     assert frames[0].shape == (400, 480, 3)  # 6 x 5 inches at 80 dpi
     assert all(f.shape == frames[0].shape for f in frames)
     # the boundary moves: consecutive frames differ, the first and last a lot
-    changed = [np.mean(np.any(a != b, axis=2)) for a, b in zip(frames, frames[1:], strict=False)]
+    changed = [np.mean(np.any(a != b, axis=2)) for a, b in itertools.pairwise(frames)]
     assert all(c > 0.01 for c in changed)
     assert np.mean(np.any(frames[0] != frames[-1], axis=2)) > 0.05
     assert [p.name for p in path.parent.iterdir()] == ["moons.gif"]  # no temporary left
