@@ -5,7 +5,6 @@ Importing microfw loads no plugin; the registry loads them on first lookup. ``mf
 """
 
 import importlib as _importlib
-from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from microfw._version import __version__
@@ -82,6 +81,7 @@ __all__ = [
     "Sequential",
     "SpecError",
     "TooLargeError",
+    "TrainingAnimation",
     "TrainingError",
     "TrainingSpec",
     "WorkBuffer",
@@ -103,11 +103,15 @@ _LAZY_SUBMODULES = ("testing",)
 """Submodules reachable as attributes of ``microfw`` but imported only on first access."""
 
 
-def __getattr__(name: str) -> _ModuleType:
+def __getattr__(name: str) -> object:
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f"{__name__}.{name}")  # also sets it as an attribute
+    if name == "TrainingAnimation":  # needs matplotlib (the plot extra): on first use only
+        from microfw.animation import TrainingAnimation
+
+        return TrainingAnimation
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY_SUBMODULES})
+    return sorted({*globals(), *_LAZY_SUBMODULES, "TrainingAnimation"})

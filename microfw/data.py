@@ -21,7 +21,7 @@ import io
 import re
 import zipfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -262,6 +262,38 @@ def check_features(data: Dataset, n_features: int) -> None:
             f"{data.source}: the model expects {n_features} feature(s), the data has "
             f"{data.X.shape[1]} ({', '.join(data.feature_names)})"
         )
+
+
+def match_columns(data: Dataset, features: Sequence[str], target: str | None = None) -> Dataset:
+    """``data`` with its feature columns in the order of ``features``, matched by name.
+
+    ``features`` are the names of the columns a model was trained on (and ``target`` that of
+    its target column). Columns in another order are reordered; missing or unexpected names
+    are a :class:`DataError` listing them, with a hint to pass ``--target`` when an
+    unexpected column is named like the training target.
+    """
+    names = list(data.feature_names)
+    if names == list(features):
+        return data
+    missing = [name for name in features if name not in names]
+    unexpected = [name for name in names if name not in features]
+    if not missing and not unexpected and len(set(names)) == len(names):
+        order = [names.index(name) for name in features]
+        return Dataset(data.X[:, order], data.y, data.source, tuple(features))
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(map(repr, missing))}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(map(repr, unexpected))}")
+    if len(set(names)) != len(names):
+        problems.append("repeated column names")
+    message = (
+        f"{data.source}: the columns do not match the model's: {'; '.join(problems)} "
+        f"(the model was trained on {', '.join(features)})"
+    )
+    if target is not None and target in unexpected:
+        message += f"; {target!r} was the training target: pass --target {target}"
+    raise DataError(message)
 
 
 def targets_for(data: Dataset, n_outputs: int, loss: Loss | None = None) -> Array:

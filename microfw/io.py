@@ -147,15 +147,23 @@ def _check_meta(path: Any, meta: Any, registry: Registry) -> None:
             f"{path}: meta.json 'plugins' must list objects with string 'kind' (one of "
             f"{', '.join(INTERFACES)}), 'name' and 'package'"
         )
-    missing = [
-        f"{p['kind']} {p['name']!r} (from {_package(p)})"
-        for p in records
-        if not registry.has(p["kind"], p["name"])
-    ]
-    if missing:
+    absent = [p for p in records if not registry.has(p["kind"], p["name"])]
+    # Registered by a script (mf.register in __main__): no package to install.
+    scripts = [p for p in absent if p["package"] == "__main__"]
+    if scripts:
+        p = scripts[0]
+        others = "; ".join(_describe(q) for q in absent if q is not p)
         raise ModelFileError(
-            f"{path}: needs plugins that are not registered: {'; '.join(missing)}; install "
-            "the package(s) named, or allow them via MICROFW_PLUGINS"
+            f"{path}: needs the {p['kind']} {p['name']!r}, which was defined in module "
+            f"{p['package']} (a script, not a package): define that class and register it "
+            f"(@mf.register, name {p['name']!r}) before loading"
+            + (f"; also missing: {others}" if others else "")
+        )
+    if absent:
+        raise ModelFileError(
+            f"{path}: needs plugins that are not registered: "
+            f"{'; '.join(map(_describe, absent))}; install the package(s) named, or allow them "
+            "via MICROFW_PLUGINS"
         )
 
 
@@ -166,6 +174,10 @@ def _is_record(record: Any) -> bool:
         and all(isinstance(record.get(key), str) for key in ("name", "package"))
         and isinstance(record.get("version"), str | None)
     )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    return f"{record['kind']} {record['name']!r} (from {_package(record)})"
 
 
 def _package(record: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ target is missed exits 1, which these tests accept.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def test_quick_xor_run_prints_every_row_target_and_the_memory_line() -> None:
     assert "microfw, once per fit outside its epochs" in out
     assert "target microfw/numpy lean <= 1.150: " in out
     assert "target microfw/torch eager <= 0.333: " in out  # measured, or skipped without torch
+    if importlib.util.find_spec("torch") is None:  # the bench extra leaves PyTorch out
+        assert "torch not installed: PyTorch rows skipped" in out
+        assert "target microfw/torch eager <= 0.333: skipped (torch eager not available)" in out
     assert "memory: peak " in out and "growth " in out
     verdict = out.strip().splitlines()[-1]
     assert verdict == ("all targets met" if result.returncode == 0 else "1 target(s) missed")
@@ -40,3 +44,19 @@ def test_an_unknown_workload_is_refused() -> None:
     assert result.returncode == 2
     assert "--only: unknown ['cifar']" in result.stderr
     assert "mnist" in result.stderr  # the workloads that exist
+
+
+def test_quick_blas_run_compares_auto_with_pinned_counts_idle_and_busy() -> None:
+    result = run_benchmarks_module("benchmarks.blas", "--quick", "--only", "moons")
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines if line.strip().startswith("moons")]
+    assert [row[2] for row in rows] == ["idle", "busy"]
+    for row in rows:
+        assert "met" in row or "MISSED" in row  # auto / best pinned, with the verdict
+    verdict = lines[-1]
+    assert verdict.startswith("all targets met" if result.returncode == 0 else "1 target(s)")
+
+
+def run_benchmarks_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_module(module, *args, cwd=ROOT, timeout=600)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import microfw as mf
@@ -121,16 +120,10 @@ def _progress_bar(tmp_path: Path) -> Any:
     return mf.ProgressBar()
 
 
-def _blas_threads(tmp_path: Path) -> Any:
-    X = np.array([[0.0, 1.0], [1.0, 0.0]])
-    return _tiny_model().fit(X, np.array([0.0, 1.0]), epochs=1, blas_threads=1)
-
-
 EXTRAS: list[tuple[str, str, Callable[[Path], Any], str]] = [
     # (module hidden, extra, what needs it, words of the message)
     ("matplotlib", "plot", _plot, "plotting needs matplotlib"),
     ("tqdm", "progress", _progress_bar, "ProgressBar needs tqdm"),
-    ("threadpoolctl", "fast", _blas_threads, "blas_threads=1 needs threadpoolctl"),
 ]
 
 
@@ -217,7 +210,7 @@ def test_optional_extras_are_imported_only_through_require() -> None:
     for extra, requirements in _optional_dependencies().items():
         if extra in ("plot", "progress", "fast"):
             optional |= _requirement_names(requirements)
-    assert {"matplotlib", "tqdm", "threadpoolctl"} <= optional
+    assert {"matplotlib", "tqdm", "numba"} <= optional
     offenders = {
         str(path.relative_to(PACKAGE)): sorted(_imported_top_levels(path) & optional)
         for path in sorted(PACKAGE.rglob("*.py"))

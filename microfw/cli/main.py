@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
+import os
 import sys
 import time
 import warnings
@@ -20,15 +22,19 @@ from typing import Any, TextIO
 import numpy as np
 
 import microfw as mf
-from microfw.core.interfaces import INTERFACES, Initializer, Layer, parameter_interfaces, to_ref
-from microfw.data import Dataset, check_features, load_data, targets_for
+from microfw import io as mf_io
+from microfw.columns import Columns, saved_columns
+from microfw.core.interfaces import INTERFACES
+from microfw.data import Dataset, check_features, load_data, match_columns, targets_for
 from microfw.errors import MicrofwError, SpecError
+from microfw.nn.summary import summary_text
 
 MODEL_FILE = "model.microfw"
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 CURVE_PNG = "learning_curve.png"
 BOUNDARY_PNG = "decision_boundary.png"
+ANIMATION_GIF = "training.gif"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,12 +44,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _warn_one_line
         try:
             return int(args.run(args))
+        except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly, as cat does
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE
+        except SpecError as exc:  # every problem on its own line, as `validate` prints them
+            where = f" {exc.source}" if exc.source else ""
+            print(
+                f"microfw: error: invalid spec{where}: {len(exc.problems)} problem(s):",
+                file=sys.stderr,
+            )
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
         except (MicrofwError, ValueError, LookupError, OSError) as exc:
             print(f"microfw: error: {one_line(exc)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("microfw: interrupted", file=sys.stderr)
             return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stream)
+        pass
 
 
 def _warn_one_line(message: Warning | str, *args: Any, **kwargs: Any) -> None:
@@ -94,11 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, metavar="N", help="override the spec's seed")
     p.add_argument(
         "--blas-threads",
-        type=int,
+        type=_blas_threads,
         metavar="N",
-        help="BLAS threads while training (1 on a shared machine; extra 'fast')",
+        help="BLAS threads while training: a count or 'auto' (the spec's setting, by default "
+        "auto: one thread for small batches, else the fastest count as timed while training)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="draw a progress bar (extra 'progress'); default: only when stderr is a terminal, "
+        "else print 'Cost at epoch#N' lines",
+    )
+    p.add_argument(
+        "--animate",
+        action="store_true",
+        help=f"also write {ANIMATION_GIF}: the decision boundary during training (2 features; "
+        "extra 'plot')",
+    )
     p.set_defaults(run=cmd_fit)
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on data")
@@ -152,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    if args.plot:
+    if args.plot or args.animate:
         from microfw import plots
 
         plots.figure_class()  # fail before training, not after, if matplotlib is missing
@@ -168,36 +208,89 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_features(data, model.input_dim)
     y = targets_for(data, model.output_dim, model.loss)
     out = args.out or Path("runs") / Path(args.spec).stem
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory (give a directory)")
+    animation = None
+    if args.animate:
+        from microfw.animation import TrainingAnimation
+
+        if model.input_dim != 2:
+            raise ValueError(
+                f"--animate draws the decision boundary over 2 input features; the model has "
+                f"{model.input_dim}"
+            )
+        animation = TrainingAnimation(
+            data.X,
+            y,
+            out / ANIMATION_GIF,
+            axis_labels=_pair(data.feature_names),
+            title=Path(args.spec).stem,
+            write_at_end=False,  # into the run's directory once training went well
+        )
 
     start = time.perf_counter()
     # A diverging run ends in a TrainingError naming the epoch; numpy's overflow warnings on
     # the way there would only bury that one line.
     with np.errstate(all="ignore"):
-        callbacks = progress_callbacks(model.training.epochs, args.quiet)
+        callbacks = progress_callbacks(model.training.epochs, args.quiet, args.progress)
+        if animation is not None:
+            callbacks.append(animation)
         history = model.fit(data.X, y, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    metrics = model.evaluate(data.X, y)
-    print(f"trained {len(history.epoch)} epochs on {len(y)} samples in {seconds:.2f} s")
-    print(f"final {format_metrics(metrics)}")
+    trained_rows = int(history.params.get("samples", len(y)))
+    print(f"trained {len(history.epoch)} epochs on {trained_rows} samples in {seconds:.2f} s")
+    print(f"final {format_metrics(model.evaluate(data.X, y))}")
+    if trained_rows < len(y):  # a validation split: what the held-out rows measured
+        val = {k.removeprefix("val_"): v[-1] for k, v in history.history.items() if k[:4] == "val_"}
+        held = len(y) - trained_rows
+        print(f"validation ({held} of {len(y)} rows held out) {format_metrics(val)}")
 
+    # Created only now: a run that fails (e.g. diverges) leaves no empty directory behind.
+    out.mkdir(parents=True, exist_ok=True)
     written = [out / MODEL_FILE, out / HISTORY_JSON, out / HISTORY_CSV]
-    model.save(written[0])
+    columns = None if Path(args.data).suffix == ".npz" else Columns(data.feature_names, args.target)
+    mf_io.save(model, written[0], columns=columns)
     write_history(history, written[1], written[2])
     if args.plot:
-        written += write_plots(model, data, history, out)
+        written += write_plots(model, data, history, out, title=Path(args.spec).stem)
+    if animation is not None:
+        written.append(animation.save())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def progress_callbacks(epochs: int, quiet: bool) -> list[mf.Callback]:
-    """A progress bar if ``tqdm`` is installed, else the seeds' ``Cost at epoch#N`` lines."""
+def _pair(names: Sequence[str]) -> tuple[str, str]:
+    first, second = names
+    return first, second
+
+
+def _blas_threads(text: str) -> int | str:
+    """``--blas-threads``: ``auto`` or a positive count."""
+    if text == "auto":
+        return text
+    try:
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count, got {text!r}") from None
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 1, got {threads}")
+    return threads
+
+
+def progress_callbacks(epochs: int, quiet: bool, progress: bool | None = None) -> list[mf.Callback]:
+    """What shows training going on: nothing when ``quiet``; a ``tqdm`` bar when ``progress``
+    (by default: when stderr is a terminal and tqdm is installed); else the seeds'
+    ``Cost at epoch#N`` lines, which read well in a log file or a pipe."""
     if quiet:
         return []
-    try:
-        return [mf.ProgressBar(desc="fit", file=sys.stderr)]
-    except ImportError:
-        return [mf.CostLogger(every=max(1, epochs // 50))]
+    if progress is None:
+        progress = sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+    if progress:
+        try:
+            return [mf.ProgressBar(desc="fit", file=sys.stderr)]
+        except ImportError as exc:
+            raise MicrofwError(str(exc)) from None
+    return [mf.CostLogger(every=max(1, epochs // 50))]
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -216,11 +309,16 @@ def write_history(history: mf.History, json_path: Path, csv_path: Path) -> None:
             writer.writerow([epoch, *(repr(values[i]) for values in curves.values())])
 
 
-def write_plots(model: mf.Sequential, data: Dataset, history: mf.History, out: Path) -> list[Path]:
-    """The learning curve and, for 2 input features, the decision boundary."""
+def write_plots(
+    model: mf.Sequential, data: Dataset, history: mf.History, out: Path, title: str = ""
+) -> list[Path]:
+    """The learning curve and, for 2 input features, the decision boundary; ``title`` names
+    the run (e.g. the spec's name) in the figures' titles."""
     from microfw import plots
+    from microfw.nn.summary import architecture
 
-    paths = [plots.plot_history(history, out / CURVE_PNG)]
+    paths = [plots.plot_history(history, out / CURVE_PNG, title=title)]
+    name = f"{title}: " if title else ""
     if model.input_dim == 2:
         assert data.y is not None
         x1, x2 = data.feature_names
@@ -231,6 +329,7 @@ def write_plots(model: mf.Sequential, data: Dataset, history: mf.History, out: P
                 data.y,
                 out / BOUNDARY_PNG,
                 threshold=model.loss.decision_threshold(),
+                title=f"{name}{architecture(model)}",
                 axis_labels=(x1, x2),
             )
         )
@@ -241,7 +340,12 @@ def load_model_and_data(
     args: argparse.Namespace, *, need_target: bool
 ) -> tuple[mf.Sequential, Dataset]:
     model = mf.load(_existing(args.model, "model file"))
-    data = load_data(args.data, args.target, need_target=need_target, n_features=model.input_dim)
+    columns = saved_columns(args.model)
+    by_name = columns is not None and Path(args.data).suffix != ".npz"  # a CSV: matched by name
+    n_features = None if by_name else model.input_dim  # extra columns may be dropped by name
+    data = load_data(args.data, args.target, need_target=need_target, n_features=n_features)
+    if by_name and columns is not None:
+        data = match_columns(data, columns.features, None if args.target else columns.target)
     check_features(data, model.input_dim)
     return model, data
 
@@ -296,62 +400,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}")
         return 1
-    rows = [("#", "layer", "output", "params", "init")]
-    width = model.input_dim
-    for i, layer in enumerate(model.layers):
-        width = layer.output_dim(width)
-        count = model.count_parameters(i)
-        rows.append((str(i), _describe(layer), str(width), str(count), _initializers(layer)))
     print(f"{args.spec}: valid")
-    print(f"input: {model.input_dim} feature(s)")
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        cells = [
-            cell.rjust(w) if c in (0, 2, 3) else cell.ljust(w)
-            for c, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
-    total = model.count_parameters()
-    print(f"loss: {_plugin_text(model.loss)}   optimizer: {_plugin_text(model.optimizer)}")
-    print(
-        f"parameters: {total}   epochs: {model.training.epochs}   "
-        f"batch_size: {model.training.batch_size or 'full'}   seed: {model.seed}   "
-        f"rng: {model.rng}"
-    )
-    fused = ", ".join(f"{rule} ({where})" for where, rule in model.fusions)
-    print(f"fusions: {fused or 'none'}")
+    print(summary_text(model))
     return 0
-
-
-def _plugin_text(value: Any) -> str:
-    """A plugin (instance or ``{"type": ...}`` data) as ``name`` or ``name(key=value, ...)``."""
-    ref = to_ref(value)
-    if not (isinstance(ref, dict) and "type" in ref):
-        return repr(ref)
-    params = {k: v for k, v in ref.items() if k != "type"}
-    if not params:
-        return str(ref["type"])
-    return f"{ref['type']}(" + ", ".join(f"{k}={_plugin_text(v)}" for k, v in params.items()) + ")"
-
-
-def _describe(layer: Layer) -> str:
-    """The layer's name and its plain (non-plugin) parameters, e.g. ``linear(units=3)``."""
-    nested = parameter_interfaces(type(layer))
-    params = {k: v for k, v in layer.get_params().items() if k not in nested}
-    if not params:
-        return layer.name
-    return f"{layer.name}(" + ", ".join(f"{k}={v!r}" for k, v in params.items()) + ")"
-
-
-def _initializers(layer: Layer) -> str:
-    """The layer's initializer parameters, e.g. ``init=xavier, bias_init=zeros``."""
-    params = layer.get_params()
-    names = [
-        name
-        for name, interface in parameter_interfaces(type(layer)).items()
-        if interface is Initializer
-    ]
-    return ", ".join(f"{name}={_plugin_text(params[name])}" for name in names)
 
 
 # -- plugins, schema, check -----------------------------------------------------------------

@@ -129,6 +129,8 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
         for part in err["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"
+            elif not str(part).isidentifier():
+                continue  # a union member's tag (``constrained-int``, ``literal['auto']``)
             else:
                 path = f"{path}.{part}" if path else str(part)
         message = err["msg"]
@@ -139,6 +141,16 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
         ctx_error = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SpecError):
             problems.extend(join_path_problem(path, inner) for inner in ctx_error.problems)
+            continue
+        same = [p for p in problems if p.path == path and p.value is err.get("input")]
+        if same:  # the members of a union each refused the value: one problem, "or"
+            i = problems.index(same[0])
+            problems[i] = Problem(
+                path,
+                f"{same[0].message}, or {message[0].lower()}{message[1:]}",
+                same[0].value,
+                same[0].has_value,
+            )
             continue
         problems.append(Problem(path, message, err.get("input"), err["type"] != "missing"))
     return problems

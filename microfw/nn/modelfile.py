@@ -19,6 +19,7 @@ from microfw.errors import PluginError
 from microfw.spec.models import plugins_of
 
 if TYPE_CHECKING:
+    from microfw.columns import Columns
     from microfw.nn.sequential import Sequential
 
 FORMAT = "microfw-model"
@@ -28,8 +29,14 @@ READS = (1, 2)
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
 
 
-def save(model: Sequential, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically."""
+def save(
+    model: Sequential, path: str | os.PathLike[str], *, columns: Columns | None = None
+) -> None:
+    """Write ``model`` to ``path`` (conventionally ``*.microfw``), atomically.
+
+    ``columns``, the names of the data's feature columns and target column it was trained on,
+    are kept in ``meta.json`` (see :func:`microfw.columns.saved_columns`).
+    """
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -40,6 +47,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
             for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
     }
+    if columns is not None:
+        meta["columns"] = columns.to_dict()
     weights = npz_bytes(dict(model.store.items()))
     # Built in memory, then written atomically (temporary file named for its clean-up).
     archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}

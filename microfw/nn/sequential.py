@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import numpy as np
 
@@ -395,6 +395,18 @@ class Sequential:
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{layers}], input_dim={self.input_dim}, loss={self.loss!r})"
+
+    def summary(self, file: TextIO | None = None) -> None:
+        """Print the layer table ``microfw validate`` prints (to ``file``, default stdout)."""
+        from microfw.nn.summary import summary_text
+
+        print(summary_text(self), file=file)
+
+    def _repr_html_(self) -> str:
+        """The layer table, for Jupyter."""
+        from microfw.nn.summary import summary_html
+
+        return summary_html(self)
 
 
 def _package(registry: Registry, plugin: Plugin) -> str:

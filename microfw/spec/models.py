@@ -75,9 +75,9 @@ class TrainingSpec(BaseModel):
     """Reshuffle the rows every epoch (skipped when one batch holds them all)."""
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Fraction of the rows held out, at random, to report ``val_loss``."""
-    blas_threads: Annotated[int, Field(gt=0, le=MAX_BLAS_THREADS)] | None = None
-    """BLAS threads while training (1 on a shared machine); null leaves BLAS as it
-    is. Needs threadpoolctl (the ``fast`` extra)."""
+    blas_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=MAX_BLAS_THREADS)] | None = "auto"
+    """BLAS threads while training: "auto" (one for small batches, else the fastest count
+    as timed during the fit), a count, or null to leave BLAS as it is."""
 
     def updated(self, **overrides: Any) -> TrainingSpec:
         """A copy with ``overrides`` applied; :class:`~microfw.SpecError` lists every problem."""

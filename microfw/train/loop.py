@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from microfw._extras import require
 from microfw.core.buffers import WorkBuffer
 from microfw.core.interfaces import Array
 from microfw.errors import TrainingError
+from microfw.train.blas import BlasPolicy, batch_rows, batch_work
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.interrupts import Deferred, deferred
 from microfw.train.metrics import Accuracy, accuracy_for
@@ -65,8 +64,9 @@ def fit(
     directly. The optimizer steps once per batch and ends an epoch after each epoch, so its
     schedule anneals per step or per epoch as it declares.
 
-    With ``blas_threads`` set, BLAS runs on that many threads for the duration of the call
-    (through threadpoolctl, the ``fast`` extra).
+    ``blas_threads`` sets BLAS's threads for the duration of the call: a count, None (left as
+    it is) or ``"auto"`` (one thread for small batches, else the fastest count as timed during
+    the fit; see :mod:`microfw.train.blas`).
 
     Raises :class:`TrainingError` if a batch loss is NaN or infinite, if an update raises an
     ``ArithmeticError`` (a schedule's rate overflowing), or if an epoch's updates leave a
@@ -80,7 +80,9 @@ def fit(
     :mod:`microfw.train.interrupts`).
     """
     config = model.training.updated(**overrides)
-    with blas_threads(config.blas_threads), deferred() as interrupts:
+    work = batch_work(model, batch_rows(X, config.batch_size))
+    with BlasPolicy(config.blas_threads, work) as blas, deferred() as interrupts:
+        callbacks = [*callbacks, *blas.callbacks]
         return _fit(model, config, X, y, validation_data, callbacks, interrupts)
 
 
@@ -237,24 +239,6 @@ class _Batches:
                 np.take(source, rows, axis=0, out=out, mode="clip")
                 batch.append(out)
             yield tuple(batch)
-
-
-@contextmanager
-def blas_threads(threads: int | None) -> Iterator[None]:
-    """Limit BLAS to ``threads`` threads inside the block (None: leave BLAS as it is).
-
-    Multi-threaded BLAS helps on an idle machine but collapses when the cores are shared
-    (measured on 2 cores with the other one busy: the moons network 5-9 ms per epoch on two
-    threads against 1.2 ms on one; idle, 1.2 against 1.4 ms). Needs threadpoolctl.
-    """
-    if threads is None:
-        yield
-        return
-    hint = "or set blas_threads to null to leave BLAS as it is"
-    threadpoolctl = require("threadpoolctl", "fast", f"blas_threads={threads}", hint=hint)
-    threadpool_limits = threadpoolctl.threadpool_limits
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
 
 
 def _holdout(
