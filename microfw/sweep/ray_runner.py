@@ -44,7 +44,9 @@ def ray_trial(task: Mapping[str, Any], arrays: tuple[Any, ...], board: Any) -> d
     def report(number: int, epoch: int, value: float) -> bool:
         return bool(ray.get(board.report.remote(number, epoch, value)))
 
-    return run_trial(task, data, report)
+    result = run_trial(task, data, report)
+    result["node"] = f"ray node {ray.get_runtime_context().get_node_id()[:12]}"
+    return result
 
 
 class RayExecutor:

@@ -277,7 +277,7 @@ def _check_config(saved: Any, config: Mapping[str, Any], out: Path) -> None:
 def _mark_interrupted(study: Any) -> None:
     """Trials left running by a killed sweep become failed without an ``error``: they are
     'interrupted', and are enqueued again (same parameters, same seed) unless they already
-    were."""
+    were, or were killed while Optuna was still choosing their parameters."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -285,10 +285,9 @@ def _mark_interrupted(study: Any) -> None:
     trials = study.get_trials(deepcopy=False)
     rerun = {t.user_attrs.get("rerun_of") for t in trials}
     for t in trials:
-        if _interrupted(t) and t.number not in rerun:
-            attrs = {"rerun_of": t.number}
-            if "seed" in t.user_attrs:
-                attrs["seed"] = t.user_attrs["seed"]
+        # The seed is set once every parameter is: a trial killed before has not started.
+        if _interrupted(t) and "seed" in t.user_attrs and t.number not in rerun:
+            attrs = {"rerun_of": t.number, "seed": t.user_attrs["seed"]}
             study.enqueue_trial(t.params, user_attrs=attrs)
 
 
