@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,32 @@ def test_two_worker_processes_give_the_same_trials(data_csv: Path, tmp_path: Pat
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
 
 
+def test_a_worker_that_dies_fails_its_trial_and_is_replaced(data_csv: Path, tmp_path: Path) -> None:
+    import multiprocessing
+    import threading
+
+    def kill_a_busy_worker() -> None:  # the first worker of this sweep, once it trains
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = [p for p in multiprocessing.active_children() if "sweep" in p.name]
+            if len(workers) == 2 and (tmp_path / "died" / "trials.json").exists():
+                time.sleep(0.3)
+                assert workers[0].pid is not None
+                os.kill(workers[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    try:
+        result = sweep(data_csv, tmp_path / "died", RANDOM_SPACE, trials=6, epochs=1500, jobs=2)
+    finally:
+        killer.join()
+    assert result.counts() == {"complete": 5, "fail": 1}
+    (failed,) = [r for r in result.rows if r["state"] == "fail"]
+    assert failed["error"] == "the worker process died (exit code -9)"  # and a new one took over
+
+
 def test_unpromising_trials_are_pruned(data_csv: Path, tmp_path: Path) -> None:
     space = {
         "sampler": "grid",
@@ -348,17 +375,24 @@ def test_a_sweep_runs_on_a_two_node_ray_cluster(data_csv: Path, tmp_path: Path) 
         space.write_text(json.dumps(RANDOM_SPACE))
         out = tmp_path / "ray"
         args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y")]
-        args += [*("--space", str(space), "--trials", "6", "--epochs", "200", "--out", str(out))]
-        done = subprocess.run(
-            [sys.executable, "-m", "microfw", *args, "--ray", address, "--quiet"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        args += [*("--space", str(space), "--trials", "6", "--epochs", "600", "--out", str(out))]
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_one_ray_trial, args=(cluster.pid, killed))
+        killer.start()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "microfw", *args, "--ray", address, "--quiet"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+        finally:
+            killer.join()
         assert done.returncode == 0, done.stderr[-2000:]
+        assert len(killed) == 1, "no Ray worker was caught running a trial"
         rows = json.loads((out / "trials.json").read_text())["trials"]
-        assert [r["state"] for r in rows] == ["complete"] * 6
+        assert [r["state"] for r in rows] == ["complete"] * 6  # the killed one was retried
         assert len({r["node"] for r in rows}) == 2  # both nodes trained trials
         local = run(
             SPEC,
@@ -366,7 +400,7 @@ def test_a_sweep_runs_on_a_two_node_ray_cluster(data_csv: Path, tmp_path: Path) 
             RANDOM_SPACE,
             target="y",
             trials=6,
-            epochs=200,
+            epochs=600,
             out=tmp_path / "local",
             progress=None,
         )
@@ -382,3 +416,24 @@ def test_a_sweep_runs_on_a_two_node_ray_cluster(data_csv: Path, tmp_path: Path) 
         with contextlib.suppress(ProcessLookupError):  # whatever of it is left, by its group
             os.killpg(cluster.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_one_ray_trial(session: int, killed: list[int]) -> None:
+    """SIGKILL the first Ray worker process (of the cluster started as process group
+    ``session``) seen training a trial, by its pid."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes()
+                group = os.getpgid(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue
+            if group == session and title.startswith(b"ray::ray_trial"):
+                time.sleep(0.2)
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+                return
+        time.sleep(0.05)

@@ -52,6 +52,9 @@ class SweepResult:
     metric: str
     direction: str
     wall_time: float
+    """Seconds from starting the executor (workers, Ray) to stopping it, trials between."""
+    total_time: float = 0.0
+    """Seconds of the whole call: checks, study, workers, trials and outputs."""
     files: list[Path] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -102,6 +105,7 @@ def run(
         a :class:`SweepResult`; ``out`` holds ``trials.csv``, ``trials.json``, ``study.db``,
         ``best.microfw`` and, with ``plot``, ``sweep.png``.
     """
+    called = time.perf_counter()
     try:
         import optuna
     except ImportError:
@@ -190,7 +194,8 @@ def run(
     best = next((r for r in rows if r["number"] == sweep.best_number()), None)
     if best is not None:
         files.append(out_dir / BEST_MODEL)
-    return SweepResult(out_dir, rows, best, metric, direction, wall, files)
+    total = time.perf_counter() - called
+    return SweepResult(out_dir, rows, best, metric, direction, wall, total, files)
 
 
 def _read_spec(
@@ -348,6 +353,7 @@ class _Sweep:
                 task = self.ask()
                 if task is not None:
                     executor.submit(task)
+            self.show()
             for result in executor.poll(self.report, timeout=0.5):
                 self.finish(result)
             self.show()
