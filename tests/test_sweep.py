@@ -243,10 +243,10 @@ def test_a_worker_that_dies_fails_its_trial_and_is_replaced(data_csv: Path, tmp_
     killer = threading.Thread(target=kill_a_busy_worker)
     killer.start()
     try:
-        result = sweep(data_csv, tmp_path / "died", RANDOM_SPACE, trials=6, epochs=1500, jobs=2)
+        result = sweep(data_csv, tmp_path / "died", RANDOM_SPACE, trials=4, epochs=1500, jobs=2)
     finally:
         killer.join()
-    assert result.counts() == {"complete": 5, "fail": 1}
+    assert result.counts() == {"complete": 3, "fail": 1}
     (failed,) = [r for r in result.rows if r["state"] == "fail"]
     assert failed["error"] == "the worker process died (exit code -9)"  # and a new one took over
 
@@ -264,10 +264,39 @@ def test_unpromising_trials_are_pruned(data_csv: Path, tmp_path: Path) -> None:
         assert row["epochs"] == 2 and row["value"] > result.best["value"]
 
 
-def test_an_invalid_trial_spec_fails_that_trial_only(data_csv: Path, tmp_path: Path) -> None:
+def test_a_value_that_makes_the_spec_invalid_is_refused_up_front(
+    data_csv: Path, tmp_path: Path
+) -> None:
     space = {"sampler": "grid", "params": {"optimizer.momentum": {"choice": [0.5, 1.5]}}}
     with pytest.raises(SpaceError, match=r"params\.optimizer\.momentum: value 1\.5"):
         sweep(data_csv, tmp_path / "bad", space)
+    assert not (tmp_path / "bad" / "study.db").exists()
+
+
+def test_a_combination_that_makes_the_spec_invalid_fails_that_trial_only(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    spec = {**SPEC, "layers": [SPEC["layers"][0], {"type": "linear", "units": 2}, "sigmoid"]}
+    space = {
+        "sampler": "grid",
+        "params": {
+            "layers[1].units": {"choice": [2, 1]},
+            "layers[2]": {"choice": ["sigmoid", "softmax"]},
+        },
+    }
+    result = run(spec, data_csv, space, target="y", out=tmp_path / "mixed", progress=None, epochs=2)
+    states = [
+        (r["params"]["layers[1].units"], r["params"]["layers[2]"], r["state"]) for r in result.rows
+    ]
+    assert states == [
+        (2, "sigmoid", "complete"),
+        (2, "softmax", "complete"),
+        (1, "sigmoid", "complete"),
+        (1, "softmax", "fail"),
+    ]
+    error = result.rows[3]["error"]
+    assert error.startswith("invalid spec: layers[2]") and "softmax" in error
+    assert result.rows[3]["epochs"] is None  # never trained
 
 
 def test_an_output_directory_is_not_reused_without_resume(data_csv: Path, tmp_path: Path) -> None:

@@ -54,16 +54,26 @@ class InProcess:
         self.queue.clear()
 
 
+Source = tuple[str, str | None, float | None, int]
+"""Where a worker reads its data: path, target column, validation split, sweep seed."""
+
+
 def _worker(
-    conn: multiprocessing.connection.Connection, source: tuple[str, str | None, float | None, int]
+    conn: multiprocessing.connection.Connection, source: Source, warmup: Mapping[str, Any]
 ) -> None:
-    """A worker process: load the data once, then run the trials received until told to end."""
+    """A worker process: load the data once, train ``warmup`` (a spec) for one epoch on a few
+    rows so that first-use costs (imports, compiled kernels) are paid now, while the sweep
+    sets up its study, then run the trials received until told to end."""
     try:
         data = load_trial_data(*source)
+        run_trial({"number": -1, "spec": _one_epoch(warmup), "metric": "loss"}, _head(data))
         while True:
             task = conn.recv()
             if task is None:
-                return
+                conn.close()
+                os._exit(0)  # all sent: skip the interpreter's teardown (numba, BLAS)
+            if isinstance(task, tuple):  # a stop for a trial that finished meanwhile
+                continue
 
             def report(n: int, epoch: int, value: float) -> bool:
                 conn.send(("report", n, epoch, value))
@@ -78,19 +88,33 @@ def _worker(
         return  # the sweep ended or was killed: nothing to report to
 
 
+def _one_epoch(spec: Mapping[str, Any]) -> dict[str, Any]:
+    training = {**spec.get("training", {}), "epochs": 1}
+    return {**spec, "training": training}
+
+
+def _head(data: TrialData, rows: int = 16) -> TrialData:
+    val = None if data.X_val is None else data.X_val[:rows]
+    y_val = None if data.y_val is None else data.y_val[:rows]
+    return TrialData(data.X[:rows], data.y[:rows], val, y_val, data.source)
+
+
 class ProcessPool:
     """``jobs`` worker processes (spawned, so nothing of this process is inherited), each
-    with BLAS on one thread unless ``one_blas_thread`` is False."""
+    with BLAS on one thread unless ``one_blas_thread`` is False; each loads the data from
+    ``source`` and warms up on the spec ``warmup``."""
 
     def __init__(
         self,
         jobs: int,
-        source: tuple[str, str | None, float | None, int],
+        source: Source,
+        warmup: Mapping[str, Any],
         *,
         one_blas_thread: bool = True,
     ) -> None:
         self.slots = jobs
         self.source = source
+        self.warmup = dict(warmup)
         self.one_blas_thread = one_blas_thread
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[tuple[Any, multiprocessing.connection.Connection]] = []
@@ -117,7 +141,10 @@ class ProcessPool:
     def _start(self) -> tuple[Any, multiprocessing.connection.Connection]:
         parent, child = self.context.Pipe()
         process = self.context.Process(
-            target=_worker, args=(child, self.source), name="microfw-sweep-worker", daemon=True
+            target=_worker,
+            args=(child, self.source, self.warmup),
+            name="microfw-sweep-worker",
+            daemon=True,
         )
         process.start()
         child.close()

@@ -8,6 +8,7 @@ failed (interrupted) and run again with the same parameters and seed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -106,10 +107,8 @@ def run(
         ``best.microfw`` and, with ``plot``, ``sweep.png``.
     """
     called = time.perf_counter()
-    try:
-        import optuna
-    except ImportError:
-        raise ImportError("sweeps need Optuna: pip install 'microfw[sweep]'") from None
+    if importlib.util.find_spec("optuna") is None:
+        raise ImportError("sweeps need Optuna: pip install 'microfw[sweep]'")
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")
     if plot:
@@ -144,29 +143,11 @@ def run(
         "target": target,
         "seed": sweep_seed,
     }
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = optuna.create_study(
-        storage=_storage(db),
-        study_name=STUDY_NAME,
-        direction="maximize" if direction == "maximize" else "minimize",
-        load_if_exists=resume,
-        pruner=_pruner(space),
-    )
-    if resume:
-        _check_config(study.user_attrs.get(CONFIG_ATTR), config, out_dir)
-        _mark_interrupted(study)
-    else:
-        study.set_user_attr(CONFIG_ATTR, config)
-        if space.sampler == "grid":
-            for values in space.grid():
-                study.enqueue_trial(_encode(space, values))
-    study.sampler = _sampler(space, sweep_seed, len(study.trials))
-
     wanted = trials if trials is not None else space.default_trials()
     if wanted < 1:
         raise SweepError(f"trials must be >= 1, got {wanted}")
-    sweep = _Sweep(study, space, base, defaults, sweep_seed, out_dir, progress)
+
+    # Workers start first: they import, load the data and warm up while the study is made.
     start = time.perf_counter()
     executor: Executor
     if ray is not None:
@@ -177,12 +158,15 @@ def run(
         executor = InProcess(trial_data)
     else:
         source = (data_path, target, split, sweep_seed)
-        executor = ProcessPool(jobs, source, one_blas_thread=_blas_unset(defaults))
+        executor = ProcessPool(jobs, source, base, one_blas_thread=_blas_unset(defaults))
     try:
-        sweep.loop(executor, wanted - sweep.finished())
-    except BaseException:
-        sweep.abandon()
-        raise
+        study = _study(db, space, config, sweep_seed, resume, direction)
+        sweep = _Sweep(study, space, base, defaults, sweep_seed, out_dir, progress)
+        try:
+            sweep.loop(executor, wanted - sweep.finished())
+        except BaseException:
+            sweep.abandon()
+            raise
     finally:
         executor.close()
     wall = time.perf_counter() - start
@@ -196,6 +180,38 @@ def run(
         files.append(out_dir / BEST_MODEL)
     total = time.perf_counter() - called
     return SweepResult(out_dir, rows, best, metric, direction, wall, total, files)
+
+
+def _study(
+    db: Path,
+    space: SearchSpace,
+    config: Mapping[str, Any],
+    seed: int,
+    resume: bool,
+    direction: str,
+) -> Any:
+    """The Optuna study in ``db``: made (grid points enqueued), or loaded to resume (checked
+    against ``config``, interrupted trials enqueued again); its sampler seeded."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = optuna.create_study(
+        storage=_storage(db),
+        study_name=STUDY_NAME,
+        direction="maximize" if direction == "maximize" else "minimize",
+        load_if_exists=resume,
+    )
+    if resume:
+        _check_config(study.user_attrs.get(CONFIG_ATTR), config, db.parent)
+        _mark_interrupted(study)
+    else:
+        study.set_user_attr(CONFIG_ATTR, dict(config))
+        if space.sampler == "grid":
+            for values in space.grid():
+                study.enqueue_trial(_encode(space, values))
+    study.sampler = _sampler(space, seed, len(study.trials))
+    return study
 
 
 def _read_spec(
@@ -231,17 +247,6 @@ def _storage(db: Path) -> Any:
 
 def _blas_unset(defaults: Mapping[str, Any]) -> bool:
     return defaults.get("training", {}).get("blas_threads") is None
-
-
-def _pruner(space: SearchSpace) -> Any:
-    import optuna
-
-    if space.pruner is None:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=space.pruner.startup_trials,
-        n_warmup_steps=space.pruner.warmup_epochs,
-    )
 
 
 def _sampler(space: SearchSpace, seed: int, n_trials: int) -> Any:
@@ -325,7 +330,12 @@ class _Sweep:
         if space.pruner is not None:
             self.report_every = space.pruner.interval_epochs or max(1, epochs // 10)
         self.last_line = ""
-        self.last_report: dict[int, float] = {}
+        self.live: dict[int, dict[int, float]] = {}  # running trials' reported values
+        self.curves: dict[int, dict[int, float]] = {}  # complete trials' reported values
+        for t in study.get_trials(deepcopy=False):
+            curve = t.user_attrs.get("result", {}).get("curve")
+            if curve and t.state.name == "COMPLETE":
+                self.curves[t.number] = {int(k): float(v) for k, v in curve.items()}
         self.done: dict[int, dict[str, Any]] = {
             row["number"]: row
             for row in (self._row(t) for t in study.get_trials(deepcopy=False))
@@ -385,13 +395,28 @@ class _Sweep:
         }
 
     def report(self, number: int, epoch: int, value: float) -> bool:
-        """An intermediate value of a running trial; True if it should be pruned."""
-        trial = self.pending.get(number)
-        if trial is None or not math.isfinite(value):
+        """An intermediate value of a running trial; True if it should be pruned.
+
+        The median rule (Optuna's ``MedianPruner``), kept in memory: once ``startup_trials``
+        trials are complete and after ``warmup_epochs``, a trial whose best value so far is
+        worse than the median of the complete trials' values at the same epoch is pruned.
+        """
+        if number not in self.pending or not math.isfinite(value):
             return False
-        trial.report(value, epoch)
-        self.last_report[number] = value
-        return bool(trial.should_prune())
+        curve = self.live.setdefault(number, {})
+        curve[epoch] = value
+        pruner = self.space.pruner
+        if pruner is None or len(self.curves) < pruner.startup_trials:
+            return False
+        if epoch < pruner.warmup_epochs:
+            return False
+        others = [c[epoch] for c in self.curves.values() if epoch in c]
+        if not others:
+            return False
+        median = float(np.median(others))
+        if self.minimize:
+            return min(curve.values()) > median
+        return max(curve.values()) < median
 
     def finish(self, result: Mapping[str, Any]) -> None:
         """Record a trial's result: best model first, then the study, then the tables."""
@@ -402,7 +427,11 @@ class _Sweep:
         state = result["state"]
         value = result.get("value")
         keys = ("metrics", "duration", "epochs", "node")
-        trial.set_user_attr("result", {k: result[k] for k in keys if result.get(k) is not None})
+        stored = {k: result[k] for k in keys if result.get(k) is not None}
+        curve = self.live.pop(number, {})
+        if curve:
+            stored["curve"] = {str(k): v for k, v in curve.items()}
+        trial.set_user_attr("result", stored)
         if state == "fail":
             trial.set_user_attr("error", result.get("error") or "failed")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -412,7 +441,9 @@ class _Sweep:
             if result.get("model") is not None and self._better(float(result["value"])):
                 write_atomic(self.out / BEST_MODEL, result["model"])
             self.study.tell(trial, value)
-        last = self.last_report.pop(number, None)
+        last = curve[max(curve)] if curve else None
+        if state == "complete" and curve:
+            self.curves[number] = curve
         self.done[number] = {
             "number": number,
             "state": state,
@@ -458,8 +489,9 @@ class _Sweep:
         names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
         result = t.user_attrs.get("result", {})
         value = t.value
-        if t.state == TrialState.PRUNED and t.intermediate_values:
-            value = t.intermediate_values[max(t.intermediate_values)]
+        curve = result.get("curve")
+        if t.state == TrialState.PRUNED and curve:
+            value = curve[max(curve, key=int)]
         return {
             "number": t.number,
             "state": names.get(t.state, "fail"),
