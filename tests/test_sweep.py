@@ -442,14 +442,13 @@ def test_a_sweep_runs_on_a_two_node_ray_cluster(data_csv: Path, tmp_path: Path) 
         except subprocess.TimeoutExpired:
             os.killpg(cluster.pid, signal.SIGKILL)
             cluster.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):  # whatever of it is left, by its group
-            os.killpg(cluster.pid, signal.SIGKILL)
+        _kill_session(cluster.pid)  # whatever of it is left (Ray gives workers their own groups)
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def _kill_one_ray_trial(session: int, killed: list[int]) -> None:
-    """SIGKILL the first Ray worker process (of the cluster started as process group
-    ``session``) seen training a trial, by its pid."""
+    """SIGKILL the first Ray worker process (of the cluster started in session ``session``)
+    seen training a trial, by its pid."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
@@ -457,7 +456,7 @@ def _kill_one_ray_trial(session: int, killed: list[int]) -> None:
                 continue
             try:
                 title = (entry / "cmdline").read_bytes()
-                group = os.getpgid(int(entry.name))
+                group = os.getsid(int(entry.name))
             except (OSError, ProcessLookupError):
                 continue
             if group == session and title.startswith(b"ray::ray_trial"):
@@ -466,3 +465,12 @@ def _kill_one_ray_trial(session: int, killed: list[int]) -> None:
                 killed.append(int(entry.name))
                 return
         time.sleep(0.05)
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process left in session ``session`` (the cluster's), by pid."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
