@@ -15,7 +15,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -160,13 +161,14 @@ def run(
         source = (data_path, target, split, sweep_seed)
         executor = ProcessPool(jobs, source, base, one_blas_thread=_blas_unset(defaults))
     try:
-        study = _study(db, space, config, sweep_seed, resume, direction)
-        sweep = _Sweep(study, space, base, defaults, sweep_seed, out_dir, progress)
-        try:
-            sweep.loop(executor, wanted - sweep.finished())
-        except BaseException:
-            sweep.abandon()
-            raise
+        with _quiet_optuna():
+            study = _study(db, space, config, sweep_seed, resume, direction)
+            sweep = _Sweep(study, space, base, defaults, sweep_seed, out_dir, progress)
+            try:
+                sweep.loop(executor, wanted - sweep.finished())
+            except BaseException:
+                sweep.abandon()
+                raise
     finally:
         executor.close()
     wall = time.perf_counter() - start
@@ -182,6 +184,22 @@ def run(
     return SweepResult(out_dir, rows, best, metric, direction, wall, total, files)
 
 
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna without a log line per trial, nor warnings that ``enqueue_trial`` and
+    ``ask(fixed_distributions)`` are experimental; the caller's settings restored after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def _study(
     db: Path,
     space: SearchSpace,
@@ -194,8 +212,6 @@ def _study(
     against ``config``, interrupted trials enqueued again); its sampler seeded."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(
         storage=_storage(db),
         study_name=STUDY_NAME,
