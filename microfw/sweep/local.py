@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
+from microfw.errors import MicrofwError
 from microfw.sweep.trial import Reporter, TrialData, load_trial_data, run_trial
 
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -33,6 +34,10 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Stop every worker; running trials are abandoned."""
+
+
+class WorkerError(MicrofwError):
+    """Worker processes keep dying before they finish a trial."""
 
 
 class InProcess:
@@ -120,6 +125,8 @@ class ProcessPool:
         self.workers: list[tuple[Any, multiprocessing.connection.Connection]] = []
         self.busy: dict[int, int] = {}  # worker index -> trial number
         self.queue: list[Mapping[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []  # trials of workers that died, to report
+        self.deaths = 0  # workers dead in a row, without a trial finished in between
         with self._environment():
             for _ in range(jobs):
                 self.workers.append(self._start())
@@ -161,12 +168,15 @@ class ProcessPool:
             if i not in self.busy:
                 task = self.queue.pop(0)
                 self.busy[i] = int(task["number"])
-                conn.send(dict(task))
+                try:
+                    conn.send(dict(task))
+                except OSError:
+                    self.failed.extend(self._replace(i))
 
     def poll(self, report: Reporter, timeout: float) -> list[dict[str, Any]]:
         conns = {id(conn): i for i, (_, conn) in enumerate(self.workers)}
         ready = multiprocessing.connection.wait([c for _, c in self.workers], timeout)
-        results: list[dict[str, Any]] = []
+        results, self.failed = self.failed, []
         for item in ready:
             i = conns[id(item)]
             conn = self.workers[i][1]
@@ -180,6 +190,7 @@ class ProcessPool:
                     else:
                         results.append(message[1])
                         self.busy.pop(i, None)
+                        self.deaths = 0
             except (EOFError, OSError):
                 results.extend(self._replace(i))
         self._dispatch()
@@ -190,6 +201,12 @@ class ProcessPool:
         process, conn = self.workers[i]
         process.join(timeout=5)
         conn.close()
+        self.deaths += 1
+        if self.deaths > 2 * self.slots:
+            raise WorkerError(
+                f"{self.deaths} worker processes died in a row (the last with exit code "
+                f"{process.exitcode}); see their messages above"
+            )
         with self._environment():
             self.workers[i] = self._start()
         number = self.busy.pop(i, None)
