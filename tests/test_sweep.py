@@ -22,6 +22,7 @@ import microfw as mf
 from microfw.cli import main
 from microfw.sweep import SpaceError, SweepError, load_space, run, trial_seed
 from microfw.sweep.space import check_against_spec, trial_spec
+from microfw.sweep.trial import load_trial_data
 
 pytest.importorskip("optuna")
 
@@ -196,12 +197,9 @@ def test_grid_runs_every_point_and_writes_its_outputs(data_csv: Path, tmp_path: 
     assert spec["layers"][0]["units"] == best["params"]["layers[0].units"]
     assert spec["optimizer"]["lr"] == best["params"]["optimizer.lr"]
     assert spec["seed"] == best["seed"]
-    retrained = mf.build(spec)
-    from microfw.data import load_data
-
-    full = load_data(data_csv, "y")
-    assert model.get_weights()[0].shape == retrained.get_weights()[0].shape
-    assert 0.5 < model.evaluate(full.X, full.y)["accuracy"] <= 1.0
+    held_out = load_trial_data(str(data_csv), "y", 0.2, 0)  # the rows the sweep validated on
+    assert held_out.X_val is not None and len(held_out.X_val) == 40
+    assert model.evaluate(held_out.X_val, held_out.y_val)["accuracy"] == best["value"]
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
