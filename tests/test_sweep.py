@@ -370,6 +370,44 @@ def test_a_killed_sweep_resumes_without_losing_a_finished_trial(
     assert mf.load(out / "best.microfw").to_spec().seed == result.best["seed"]
 
 
+def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(RANDOM_SPACE))
+    out = tmp_path / "interrupted"
+    args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y", "--jobs", "2")]
+    args += [*("--space", str(space), "--trials", "4", "--epochs", "1500", "--out", str(out))]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "microfw", *args, "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (out / "trials.json").exists():
+            time.sleep(0.05)
+        time.sleep(0.25)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the sweep and its workers
+        _, err = process.communicate(timeout=60)
+    finally:
+        _kill_session(process.pid)
+    assert process.returncode == 130 and "microfw: interrupted" in err
+    assert "Traceback" not in err
+    before = json.loads((out / "trials.json").read_text())["trials"]
+    assert 1 <= len(before) < 4 and all(r["state"] == "complete" for r in before)
+
+    result = run(spec, data_csv, space, target="y", epochs=1500, out=out, resume=True, **QUIET)
+    assert result.counts() == {"complete": 4}
+    after = {r["number"]: r for r in result.rows}
+    for row in before:
+        assert after[row["number"]] == row
+    reruns = [r["rerun_of"] for r in after.values() if r["rerun_of"] is not None]
+    assert reruns and not set(reruns) & set(after)  # the trials cut short ran again
+
+
 # -- a real two-node Ray cluster ----------------------------------------------------------------
 
 
