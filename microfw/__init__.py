@@ -37,9 +37,12 @@ from microfw.errors import (
     PluginError,
     PluginNotFoundError,
     Problem,
+    SpaceError,
     SpecError,
+    SweepError,
     TooLargeError,
     TrainingError,
+    WorkerError,
 )
 from microfw.io import load
 from microfw.nn.sequential import Sequential, build
@@ -79,12 +82,15 @@ __all__ = [
     "Registry",
     "Schedule",
     "Sequential",
+    "SpaceError",
     "SpecError",
+    "SweepError",
     "TooLargeError",
     "TrainingAnimation",
     "TrainingError",
     "TrainingSpec",
     "WorkBuffer",
+    "WorkerError",
     "__version__",
     "build",
     "default_registry",

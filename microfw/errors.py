@@ -165,6 +165,25 @@ class NpzError(MicrofwError, ValueError):
     """An ``.npz`` archive, or one array in it, is unreadable or refused; the message says why."""
 
 
+class SpaceError(MicrofwError, ValueError):
+    """A search space is invalid; ``problems`` lists every one of them with its path."""
+
+    def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f" {source}" if source else ""
+        head = f"invalid search space{where}: {len(self.problems)} problem(s)"
+        super().__init__(printable("\n".join([head, *(f"  - {p}" for p in self.problems)])))
+
+
+class SweepError(MicrofwError, ValueError):
+    """A sweep cannot start or go on (output directory in use, resume mismatch...)."""
+
+
+class WorkerError(MicrofwError):
+    """Worker processes keep dying before they finish a trial."""
+
+
 class MissingExtraError(MicrofwError, ImportError):
     """An optional dependency is missing (or fails to import); the message names the pip command.
 

@@ -110,3 +110,19 @@ def test_importing_the_core_loads_no_plugin(module):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_subpackage_is_packaged() -> None:
+    """A subpackage missing from [tool.setuptools] packages works in an editable install and
+    is absent from a real one (what CI and users install)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(path.parent.relative_to(root).parts)
+        for path in (root / "microfw").rglob("__init__.py")
+    }
+    assert found <= declared, sorted(found - declared)

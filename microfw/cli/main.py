@@ -176,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=f"a saved model ({MODEL_FILE})")
     p.add_argument("out", type=Path, metavar="OUT", help="the ONNX file to write (OUT.onnx)")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("sweep", help="search spec fields with Optuna; here or on a Ray cluster")
+    p.add_argument("spec", metavar="SPEC", help="the base JSON spec")
+    data_args(p, "required for CSV")
+    p.add_argument("--space", required=True, metavar="SPACE", help="the search space (JSON)")
+    p.add_argument("--trials", type=int, metavar="N", help="finished trials wanted")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: sweeps/<spec name>")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    p.add_argument("--ray", metavar="ADDRESS", help="run trials on this Ray cluster")
+    p.add_argument("--epochs", type=int, metavar="N", help="override training.epochs")
+    p.add_argument("--seed", type=int, metavar="N", help="the sweep's seed")
+    p.add_argument("--plot", action="store_true", help="also write sweep.png")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=cmd_sweep)
     return parser
 
 
@@ -186,6 +201,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     export(mf.load(args.model), args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from microfw.sweep.cli import cmd_sweep as run_sweep
+
+    return run_sweep(args)
 
 
 # -- fit, evaluate, predict -----------------------------------------------------------------

@@ -1,0 +1,512 @@
+"""Sweeps (microfw.sweep, ``microfw sweep``): search spaces, samplers, seeds, worker processes,
+kill -9 and resume, pruning, outputs, and a real two-node Ray cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import microfw as mf
+from microfw.cli import main
+from microfw.sweep import SpaceError, SweepError, load_space, run, trial_seed
+from microfw.sweep.space import check_against_spec, trial_spec
+from microfw.sweep.trial import load_trial_data
+
+pytest.importorskip("optuna")
+
+HERE = Path(__file__).parent
+
+SPEC: dict[str, Any] = {
+    "spec_version": 1,
+    "input_dim": 2,
+    "layers": [
+        {"type": "linear", "units": 8, "activation": "relu"},
+        {"type": "linear", "units": 1, "activation": "sigmoid"},
+    ],
+    "loss": "bce",
+    "optimizer": "sgd",
+    "training": {"epochs": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 rows of two noisy blobs, labels 0/1."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    X = rng.normal(size=(200, 2)) * 0.8 + np.where(y[:, None] == 1, 1.0, -1.0)
+    path = tmp_path_factory.mktemp("data") / "blobs.csv"
+    rows = [
+        "x1,x2,y",
+        *(f"{float(a)!r},{float(b)!r},{int(c)}" for (a, b), c in zip(X, y, strict=True)),
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def sweep(data: Path, out: Path, space: dict[str, Any], **kwargs: Any) -> Any:
+    return run(SPEC, data, space, target="y", out=out, progress=None, **kwargs)
+
+
+def signature(result: Any) -> list[tuple[Any, ...]]:
+    return [(r["number"], r["state"], r["params"], r["value"], r["seed"]) for r in result.rows]
+
+
+QUIET: dict[str, Any] = {"trials": 4, "progress": None}
+
+RANDOM_SPACE = {
+    "sampler": "random",
+    "params": {
+        "optimizer.lr": {"log_uniform": [0.01, 1.0]},
+        "layers[0].units": {"choice": [4, 8, 16]},
+        "training.batch_size": {"int": [16, 64]},
+        "optimizer.momentum": {"uniform": [0.0, 0.9]},
+    },
+}
+
+
+# -- the search space ---------------------------------------------------------------------------
+
+
+def test_every_problem_of_a_space_is_listed_with_its_path() -> None:
+    bad = {
+        "sampler": "tpee",
+        "objective": {"metric": "val_loss", "direction": "down"},
+        "params": {
+            "optimizer.lr": {"log_uniform": [-1, 1.0]},
+            "layers[0].units": {"choice": []},
+            "training.batch_size": {"int": [16.5, 8], "steps": 2},
+            "optimizer..momentum": {"uniform": [0, 1]},
+        },
+        "trails": 3,
+    }
+    with pytest.raises(SpaceError) as info:
+        load_space(bad)
+    paths = [p.path for p in info.value.problems]
+    assert paths == [
+        "trails",
+        "sampler",
+        "objective.direction",
+        "params.optimizer.lr.log_uniform",
+        "params.layers[0].units.choice",
+        "params.training.batch_size.steps",
+        "params.training.batch_size.int",
+        "params.training.batch_size.int",
+        "params.optimizer..momentum",
+    ]
+    text = str(info.value)
+    assert "did you mean 'trials'" in text and "did you mean 'tpe'" in text
+    assert "did you mean 'step'" in text
+
+
+def test_a_continuous_range_needs_points_for_the_grid() -> None:
+    with pytest.raises(SpaceError, match=r"params\.optimizer\.lr: the grid sampler needs"):
+        load_space({"sampler": "grid", "params": {"optimizer.lr": {"uniform": [0.1, 1]}}})
+    space = load_space(
+        {"sampler": "grid", "params": {"optimizer.lr": {"log_uniform": [0.01, 1], "grid": 3}}}
+    )
+    assert space.grid() == [
+        {"optimizer.lr": pytest.approx(0.01)},
+        {"optimizer.lr": pytest.approx(0.1)},
+        {"optimizer.lr": pytest.approx(1.0)},
+    ]
+    assert space.default_trials() == 3
+
+
+def test_paths_are_checked_against_the_spec() -> None:
+    space = load_space(
+        {
+            "params": {
+                "layers[5].units": {"choice": [4]},
+                "optimizer.lr": {"uniform": [0.0, 1.0]},
+                "layers[0].units": {"int": [4, 16]},
+            }
+        }
+    )
+    defaults = mf.load_spec(SPEC).to_dict()
+    with pytest.raises(SpaceError) as info:
+        check_against_spec(space, SPEC, defaults)
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 2
+    assert problems[0].startswith("params.layers[5].units: layers[5].units: the spec has no")
+    assert problems[1].startswith("params.optimizer.lr: value 0.0 gives an invalid spec")
+    assert "optimizer.lr" in problems[1] and "greater than 0" in problems[1]
+
+
+def test_a_bare_plugin_name_is_written_out_to_set_its_field() -> None:
+    defaults = mf.load_spec(SPEC).to_dict()
+    spec = trial_spec(
+        SPEC,
+        {"optimizer.lr": 0.3, "layers[0].units": 5, "training.batch_size": 32},
+        defaults,
+    )
+    assert spec["optimizer"] == {"type": "sgd", "lr": 0.3}
+    assert spec["layers"][0]["units"] == 5 and spec["training"] == {"epochs": 20, "batch_size": 32}
+    assert SPEC["optimizer"] == "sgd"  # the base spec is left alone
+    no_training = {k: v for k, v in SPEC.items() if k != "training"}
+    training = trial_spec(no_training, {"training.epochs": 3}, defaults)["training"]
+    assert training == {**defaults["training"], "epochs": 3}  # the rest: the spec's defaults
+    mf.load_spec(spec)
+
+
+# -- samplers, seeds, workers -------------------------------------------------------------------
+
+
+def test_grid_runs_every_point_and_writes_its_outputs(data_csv: Path, tmp_path: Path) -> None:
+    space = {
+        "sampler": "grid",
+        "objective": {"metric": "val_accuracy"},
+        "params": {"layers[0].units": {"choice": [2, 8]}, "optimizer.lr": {"choice": [0.05, 0.5]}},
+    }
+    result = sweep(data_csv, tmp_path / "grid", space, plot=True)
+    assert [r["params"] for r in result.rows] == [
+        {"layers[0].units": 2, "optimizer.lr": 0.05},
+        {"layers[0].units": 2, "optimizer.lr": 0.5},
+        {"layers[0].units": 8, "optimizer.lr": 0.05},
+        {"layers[0].units": 8, "optimizer.lr": 0.5},
+    ]
+    assert result.direction == "maximize"  # accuracy is maximised by default
+    assert all(r["state"] == "complete" and r["epochs"] == 20 for r in result.rows)
+    best = max(result.rows, key=lambda r: (r["value"], -r["number"]))
+    assert result.best == best
+
+    out = tmp_path / "grid"
+    lines = (out / "trials.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:4] == ["number", "state", "layers[0].units", "optimizer.lr"]
+    assert {"value", "loss", "accuracy", "val_loss", "val_accuracy", "duration"} <= set(header)
+    assert len(lines) == 5
+    document = json.loads((out / "trials.json").read_text())
+    assert document["best"]["number"] == best["number"] and len(document["trials"]) == 4
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    model = mf.load(out / "best.microfw")  # a normal model file: the best trial's spec and seed
+    spec = model.to_spec().to_dict()
+    assert spec["layers"][0]["units"] == best["params"]["layers[0].units"]
+    assert spec["optimizer"]["lr"] == best["params"]["optimizer.lr"]
+    assert spec["seed"] == best["seed"]
+    held_out = load_trial_data(str(data_csv), "y", 0.2, 0)  # the rows the sweep validated on
+    assert held_out.X_val is not None and len(held_out.X_val) == 40
+    assert model.evaluate(held_out.X_val, held_out.y_val)["accuracy"] == best["value"]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_sweep_repeats_from_its_seed(data_csv: Path, tmp_path: Path, sampler: str) -> None:
+    space = {**RANDOM_SPACE, "sampler": sampler}
+    first = sweep(data_csv, tmp_path / "a", space, trials=4, epochs=5, seed=7)
+    again = sweep(data_csv, tmp_path / "b", space, trials=4, epochs=5, seed=7)
+    other = sweep(data_csv, tmp_path / "c", space, trials=4, epochs=5, seed=8)
+    assert signature(first) == signature(again)
+    assert [r["params"] for r in first.rows] != [r["params"] for r in other.rows]
+    assert len({r["seed"] for r in first.rows}) == 4  # one weights seed per trial
+    assert all(r["epochs"] == 5 for r in first.rows)
+
+
+def test_two_worker_processes_give_the_same_trials(data_csv: Path, tmp_path: Path) -> None:
+    alone = sweep(data_csv, tmp_path / "one", RANDOM_SPACE, trials=4, jobs=1)
+    pool = sweep(data_csv, tmp_path / "two", RANDOM_SPACE, trials=4, jobs=2)
+    assert [r["params"] for r in pool.rows] == [r["params"] for r in alone.rows]
+    assert [r["value"] for r in pool.rows] == pytest.approx([r["value"] for r in alone.rows])
+    workers = {r["node"] for r in pool.rows}
+    assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
+
+
+def test_a_worker_that_dies_fails_its_trial_and_is_replaced(data_csv: Path, tmp_path: Path) -> None:
+    import multiprocessing
+    import threading
+
+    def kill_a_busy_worker() -> None:  # the first worker of this sweep, once it trains
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = [p for p in multiprocessing.active_children() if "sweep" in p.name]
+            if len(workers) == 2 and (tmp_path / "died" / "trials.json").exists():
+                time.sleep(0.3)
+                assert workers[0].pid is not None
+                os.kill(workers[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    try:
+        result = sweep(data_csv, tmp_path / "died", RANDOM_SPACE, trials=4, epochs=1500, jobs=2)
+    finally:
+        killer.join()
+    assert result.counts() == {"complete": 3, "fail": 1}
+    (failed,) = [r for r in result.rows if r["state"] == "fail"]
+    assert failed["error"] == "the worker process died (exit code -9)"  # and a new one took over
+
+
+def test_unpromising_trials_are_pruned(data_csv: Path, tmp_path: Path) -> None:
+    space = {
+        "sampler": "grid",
+        "pruner": {"type": "median", "startup_trials": 2, "interval_epochs": 2},
+        "params": {"optimizer.lr": {"choice": [0.5, 1e-5]}, "layers[0].units": {"choice": [4, 8]}},
+    }
+    result = sweep(data_csv, tmp_path / "prune", space)
+    states = [(r["params"]["optimizer.lr"], r["state"]) for r in result.rows]
+    assert states == [(0.5, "complete")] * 2 + [(1e-5, "pruned")] * 2
+    for row in result.rows[2:]:
+        assert row["epochs"] == 2 and row["value"] > result.best["value"]
+
+
+def test_a_value_that_makes_the_spec_invalid_is_refused_up_front(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    space = {"sampler": "grid", "params": {"optimizer.momentum": {"choice": [0.5, 1.5]}}}
+    with pytest.raises(SpaceError, match=r"params\.optimizer\.momentum: value 1\.5"):
+        sweep(data_csv, tmp_path / "bad", space)
+    assert not (tmp_path / "bad" / "study.db").exists()
+
+
+def test_a_combination_that_makes_the_spec_invalid_fails_that_trial_only(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    spec = {**SPEC, "layers": [SPEC["layers"][0], {"type": "linear", "units": 2}, "sigmoid"]}
+    space = {
+        "sampler": "grid",
+        "params": {
+            "layers[1].units": {"choice": [2, 1]},
+            "layers[2]": {"choice": ["sigmoid", "softmax"]},
+        },
+    }
+    result = run(spec, data_csv, space, target="y", out=tmp_path / "mixed", progress=None, epochs=2)
+    states = [
+        (r["params"]["layers[1].units"], r["params"]["layers[2]"], r["state"]) for r in result.rows
+    ]
+    assert states == [
+        (2, "sigmoid", "complete"),
+        (2, "softmax", "complete"),
+        (1, "sigmoid", "complete"),
+        (1, "softmax", "fail"),
+    ]
+    error = result.rows[3]["error"]
+    assert error.startswith("invalid spec: layers[2]") and "softmax" in error
+    assert result.rows[3]["epochs"] is None  # never trained
+
+
+def test_an_output_directory_is_not_reused_without_resume(data_csv: Path, tmp_path: Path) -> None:
+    sweep(data_csv, tmp_path / "x", RANDOM_SPACE, trials=1, epochs=2)
+    with pytest.raises(SweepError, match="already holds a sweep"):
+        sweep(data_csv, tmp_path / "x", RANDOM_SPACE, trials=1, epochs=2)
+    with pytest.raises(SweepError, match="different space"):
+        other = {**RANDOM_SPACE, "sampler": "tpe"}
+        sweep(data_csv, tmp_path / "x", other, trials=1, epochs=2, resume=True)
+    with pytest.raises(SweepError, match="nothing to resume"):
+        sweep(data_csv, tmp_path / "y", RANDOM_SPACE, trials=1, resume=True)
+    more = sweep(data_csv, tmp_path / "x", RANDOM_SPACE, trials=2, epochs=2, resume=True)
+    assert [r["number"] for r in more.rows] == [0, 1]
+
+
+def test_the_command_reports_a_bad_space_on_one_line(
+    data_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"params": {"optimizer.lr": {"uniform": [1, 0.1]}}}))
+    code = main(
+        ["sweep", str(spec), "--data", str(data_csv), "--target", "y", "--space", str(space)]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "invalid search space" in err and "params.optimizer.lr.uniform: low must be" in err
+
+
+# -- kill -9 and resume -------------------------------------------------------------------------
+
+
+def test_a_killed_sweep_resumes_without_losing_a_finished_trial(
+    data_csv: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(RANDOM_SPACE))
+    out = tmp_path / "killed"
+    args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y")]
+    args += [*("--space", str(space), "--trials", "4", "--epochs", "1500", "--out", str(out))]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "microfw", *args, "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        before: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and process.poll() is None and len(before) < 2:
+            if (out / "trials.json").exists():
+                before = json.loads((out / "trials.json").read_text())["trials"]
+            time.sleep(0.05)
+        time.sleep(0.25)  # trial 2 has started, and takes longer than this
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    before = json.loads((out / "trials.json").read_text())["trials"]
+    assert [r["number"] for r in before] == [0, 1], "the sweep was not killed during trial 2"
+
+    result = run(spec, data_csv, space, target="y", epochs=1500, out=out, resume=True, **QUIET)
+    assert result.counts() == {"complete": 4}
+    after = {r["number"]: r for r in result.rows}
+    assert after[0] == before[0] and after[1] == before[1]  # finished trials are kept as they were
+    assert 2 not in after  # the interrupted trial...
+    (rerun,) = [r for r in after.values() if r["rerun_of"] is not None]
+    assert rerun["rerun_of"] == 2  # ...ran again with its parameters and seed
+    clean = run(spec, data_csv, space, target="y", epochs=1, out=tmp_path / "clean", **QUIET)
+    assert rerun["params"] == clean.rows[2]["params"]
+    assert rerun["seed"] == clean.rows[2]["seed"] == trial_seed(0, 2)
+    assert mf.load(out / "best.microfw").to_spec().seed == result.best["seed"]
+
+
+def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(RANDOM_SPACE))
+    out = tmp_path / "interrupted"
+    args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y", "--jobs", "2")]
+    args += [*("--space", str(space), "--trials", "4", "--epochs", "1500", "--out", str(out))]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "microfw", *args, "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (out / "trials.json").exists():
+            time.sleep(0.05)
+        time.sleep(0.25)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the sweep and its workers
+        _, err = process.communicate(timeout=60)
+    finally:
+        _kill_session(process.pid)
+    assert process.returncode == 130 and "microfw: interrupted" in err
+    assert "Traceback" not in err
+    before = json.loads((out / "trials.json").read_text())["trials"]
+    assert 1 <= len(before) < 4 and all(r["state"] == "complete" for r in before)
+
+    result = run(spec, data_csv, space, target="y", epochs=1500, out=out, resume=True, **QUIET)
+    assert result.counts() == {"complete": 4}
+    after = {r["number"]: r for r in result.rows}
+    for row in before:
+        assert after[row["number"]] == row
+    reruns = [r["rerun_of"] for r in after.values() if r["rerun_of"] is not None]
+    assert reruns and not set(reruns) & set(after)  # the trials cut short ran again
+
+
+# -- a real two-node Ray cluster ----------------------------------------------------------------
+
+
+def test_a_sweep_runs_on_a_two_node_ray_cluster(data_csv: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    temp = Path(f"/tmp/mfray{os.getpid()}")  # Ray's socket paths must stay short
+    temp.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": str(temp),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # 127.0.0.1 stays 127.0.0.1 (ray_cluster.py)
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    cluster = subprocess.Popen(
+        [sys.executable, str(HERE / "ray_cluster.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert cluster.stdout is not None
+        address = cluster.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), f"the cluster did not start ({address!r})"
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps(SPEC))
+        space = tmp_path / "space.json"
+        space.write_text(json.dumps(RANDOM_SPACE))
+        out = tmp_path / "ray"
+        args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y")]
+        args += [*("--space", str(space), "--trials", "6", "--epochs", "600", "--out", str(out))]
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_one_ray_trial, args=(cluster.pid, killed))
+        killer.start()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "microfw", *args, "--ray", address, "--quiet"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+        finally:
+            killer.join()
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(killed) == 1, "no Ray worker was caught running a trial"
+        rows = json.loads((out / "trials.json").read_text())["trials"]
+        assert [r["state"] for r in rows] == ["complete"] * 6  # the killed one was retried
+        assert len({r["node"] for r in rows}) == 2  # both nodes trained trials
+        local = run(
+            SPEC,
+            data_csv,
+            RANDOM_SPACE,
+            target="y",
+            trials=6,
+            epochs=600,
+            out=tmp_path / "local",
+            progress=None,
+        )
+        assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in local.rows])
+    finally:
+        if cluster.stdin is not None:
+            cluster.stdin.close()  # the helper stops its nodes
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(timeout=10)
+        _kill_session(cluster.pid)  # whatever of it is left (Ray gives workers their own groups)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_one_ray_trial(session: int, killed: list[int]) -> None:
+    """SIGKILL the first Ray worker process (of the cluster started in session ``session``)
+    seen training a trial, by its pid."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes()
+                group = os.getsid(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue
+            if group == session and title.startswith(b"ray::ray_trial"):
+                time.sleep(0.2)
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+                return
+        time.sleep(0.05)
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process left in session ``session`` (the cluster's), by pid."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
