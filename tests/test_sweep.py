@@ -337,7 +337,7 @@ def test_a_killed_sweep_resumes_without_losing_a_finished_trial(
     space.write_text(json.dumps(RANDOM_SPACE))
     out = tmp_path / "killed"
     args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y")]
-    args += [*("--space", str(space), "--trials", "4", "--epochs", "1500", "--out", str(out))]
+    args += [*("--space", str(space), "--trials", "4", "--epochs", "6000", "--out", str(out))]
     process = subprocess.Popen(
         [sys.executable, "-m", "microfw", *args, "--quiet"],
         stdout=subprocess.DEVNULL,
@@ -357,7 +357,7 @@ def test_a_killed_sweep_resumes_without_losing_a_finished_trial(
     before = json.loads((out / "trials.json").read_text())["trials"]
     assert [r["number"] for r in before] == [0, 1], "the sweep was not killed during trial 2"
 
-    result = run(spec, data_csv, space, target="y", epochs=1500, out=out, resume=True, **QUIET)
+    result = run(spec, data_csv, space, target="y", epochs=6000, out=out, resume=True, **QUIET)
     assert result.counts() == {"complete": 4}
     after = {r["number"]: r for r in result.rows}
     assert after[0] == before[0] and after[1] == before[1]  # finished trials are kept as they were
