@@ -20,6 +20,7 @@ from microfw.core.interfaces import (
     Loss,
     Optimizer,
     Plugin,
+    Regularizer,
     Schedule,
 )
 from microfw.core.params import ref
@@ -69,6 +70,7 @@ __all__ = [
     "Problem",
     "ProgressBar",
     "Registry",
+    "Regularizer",
     "Schedule",
     "Sequential",
     "SpecError",

@@ -195,6 +195,8 @@ class Sequential:
             dy = step.backward(dy)
         if self.store.mirrored:
             self.store.pull_gradients()
+        if self.store.regularized:  # penalties: on the loss value and on the gradients
+            value += self.store.add_penalty_gradients()
         return value, out
 
     def predict(self, X: Any) -> Array:
@@ -204,12 +206,12 @@ class Sequential:
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
 
-        ``accuracy`` is reported when every target is 0 or 1 (see
+        ``loss`` includes the regularizers' penalties, as in Keras. ``accuracy`` is reported when every target is 0 or 1 (see
         :mod:`microfw.train.metrics`).
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
-        result = {"loss": self.loss.value(out, y)}
+        result = {"loss": self.loss.value(out, y) + self.store.penalty()}
         accuracy = accuracy_for(y, self.loss)
         if accuracy is not None:
             result["accuracy"] = accuracy(out, y)

@@ -153,7 +153,7 @@ def _fit(
             logs["accuracy"] = correct / data.units
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
-            logs["val_loss"] = model.loss.value(out, y_val)
+            logs["val_loss"] = model.loss.value(out, y_val) + model.store.penalty()
             if val_accuracy is not None and val_targets is not None:
                 logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
         history.append(epoch, logs)
