@@ -206,8 +206,8 @@ class Sequential:
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
 
-        ``loss`` includes the regularizers' penalties, as in Keras. ``accuracy`` is reported when every target is 0 or 1 (see
-        :mod:`microfw.train.metrics`).
+        ``loss`` includes the regularizers' penalties, as in Keras. ``accuracy`` is reported
+        when every target is 0 or 1 (see :mod:`microfw.train.metrics`).
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
