@@ -125,6 +125,104 @@ def _sgd_step(p: Any, g: Any, v: Any, lr: Any, momentum: Any, nesterov: bool) ->
             p[i] += velocity
 
 
+def sgd_torch_step(
+    p: Array, g: Array, b: Array, lr: float, momentum: float, nesterov: bool
+) -> None:
+    """One SGD step with PyTorch's momentum over 1-D arrays, in one pass (compiled only):
+    ``b = momentum b + g`` and ``p -= lr b`` (nesterov: ``p -= lr (g + momentum b)``)."""
+    t = p.dtype.type
+    _compiled(_sgd_torch_step)(p, g, b, t(lr), t(momentum), nesterov)
+
+
+def _sgd_torch_step(p: Any, g: Any, b: Any, lr: Any, momentum: Any, nesterov: bool) -> None:
+    if nesterov:
+        for i in range(p.size):
+            buf = b[i] * momentum + g[i]
+            b[i] = buf
+            p[i] -= (g[i] + buf * momentum) * lr
+    else:
+        for i in range(p.size):
+            buf = b[i] * momentum + g[i]
+            b[i] = buf
+            p[i] -= buf * lr
+
+
+def adam_step(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    v_max: Array,
+    *,
+    lr: float,
+    beta_1: float,
+    beta_2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    amsgrad: bool,
+    step: int,
+) -> None:
+    """One Adam (or AdamW, ``decoupled``) step of ``torch.optim.Adam`` over 1-D arrays, in one
+    pass (compiled only): the same operations in the same order as the NumPy path of the
+    ``adam`` plugin. ``v_max`` is used only with ``amsgrad``; ``step`` counts from 1."""
+    t = p.dtype.type
+    bias_1 = 1 - beta_1**step
+    bias_2_sqrt = math.sqrt(1 - beta_2**step)
+    _compiled(_adam_step)(
+        p,
+        g,
+        m,
+        v,
+        v_max,
+        t(lr / bias_1),
+        t(beta_1),
+        t(1 - beta_1),
+        t(beta_2),
+        t(1 - beta_2),
+        t(eps),
+        t(bias_2_sqrt),
+        t(weight_decay),
+        t(1 - lr * weight_decay),
+        decoupled,
+        amsgrad,
+    )
+
+
+def _adam_step(
+    p: Any,
+    g: Any,
+    m: Any,
+    v: Any,
+    v_max: Any,
+    step_size: Any,
+    b1: Any,
+    c1: Any,
+    b2: Any,
+    c2: Any,
+    eps: Any,
+    bias_2_sqrt: Any,
+    wd: Any,
+    shrink: Any,
+    decoupled: bool,
+    amsgrad: bool,
+) -> None:
+    for i in range(p.size):
+        gi = g[i]
+        if decoupled:
+            p[i] *= shrink
+        elif wd != 0:
+            gi = gi + p[i] * wd
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + (gi * gi) * c2
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            vi = max(v_max[i], vi)
+            v_max[i] = vi
+        p[i] -= (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
+
+
 @functools.cache
 def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` compiled by numba, cached on disk when its directory allows it."""

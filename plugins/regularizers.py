@@ -56,6 +56,7 @@ class L1L2(Regularizer):
     """penalty = l1 * sum(|w|) + l2 * sum(w**2); gradient l1 sign(w) + 2 l2 w."""
 
     name = "l1_l2"
+    example_params = {"l1": 0.01, "l2": 0.01}
 
     l1: Factor = 0.0
     l2: Factor = 0.0

@@ -25,6 +25,7 @@ EXPECTED_CHECKS = {
     "initializer": {"check_schema", "check_initializer"},
     "optimizer": {"check_schema", "check_optimizer"},
     "schedule": {"check_schema", "check_schedule"},
+    "regularizer": {"check_schema", "check_regularizer"},
 }
 
 

@@ -26,6 +26,7 @@ loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check
 initializer    check_schema, check_initializer
 optimizer      check_schema, check_optimizer
 schedule       check_schema, check_schedule
+regularizer    check_schema, check_regularizer
 =============  ==========================================================================
 
 How the checks judge:
@@ -65,6 +66,7 @@ from microfw.core.interfaces import (
     Loss,
     Optimizer,
     Plugin,
+    Regularizer,
     Schedule,
 )
 from microfw.core.params import params_model
@@ -790,6 +792,47 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
                     )
 
 
+def check_regularizer(
+    plugin: PluginRef,
+    *,
+    registry: Registry | None = None,
+    w: Array | None = None,
+    rtol: float = RTOL,
+) -> None:
+    """``grad`` matches central differences of ``value``; dtypes kept; no penalty at zero.
+
+    ``w`` (float64, default values in +-[0.1, 3] of shape (4, 3), away from the kink of
+    ``l1``) is the test point. Also checked: ``value`` is a finite float >= 0 and is 0 with
+    gradient 0 for an all-zero array; ``grad`` of a float32 array is float32 and agrees with
+    the float64 one to 1e-5; ``add_grad(w, g)`` adds ``grad(w)`` to ``g`` in place; ``w`` is
+    left untouched.
+    """
+    with _checking("check_regularizer", plugin, (Regularizer,), registry) as make:
+        reg = make()
+        w = _activation_points(np.random.default_rng(SEED))[:4, :3] if w is None else w
+        w = np.array(w, dtype=np.float64)
+        before = w.copy()
+        value = reg.value(w)
+        if not isinstance(value, float | np.floating) or not (math.isfinite(value) and value >= 0):
+            raise AssertionError(f"value() returned {value!r}, expected a finite float >= 0")
+        g = reg.grad(w)
+        _expect_array("grad(float64)", g, w.shape, np.float64)
+        if not np.array_equal(w, before):
+            raise AssertionError("value() or grad() changed w")
+        numeric = _numeric_gradient(lambda: float(reg.value(w)), w)
+        _compare_gradients("grad", g, numeric, rtol)
+        w32 = w.astype(np.float32)
+        g32 = reg.grad(w32)
+        _expect_array("grad(float32)", g32, w.shape, np.float32)
+        _expect_same("grad in float32", g32, g, 1e-5, "float64")
+        zero = np.zeros_like(w)
+        if reg.value(zero) != 0 or np.any(reg.grad(zero) != 0):
+            raise AssertionError("an all-zero array has a non-zero penalty or gradient")
+        acc = np.ones_like(w)
+        reg.add_grad(w, acc)
+        _expect_same("add_grad(w, ones)", acc, 1 + g, 1e-12, "1 + grad(w)")
+
+
 # -- schema -----------------------------------------------------------------------------------
 
 
@@ -852,5 +895,6 @@ _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
     Initializer: (check_schema, check_initializer),
     Optimizer: (check_schema, check_optimizer),
     Schedule: (check_schema, check_schedule),
+    Regularizer: (check_schema, check_regularizer),
 }
 _CHECKS = {interface.kind: checks for interface, checks in _CHECK_KINDS.items()}
