@@ -9,8 +9,16 @@
   ``layers.<layer index>.<param index>``) are read too.
 
 Writing goes to a temporary file in the target's directory, then ``os.replace``: a failure
-leaves any previous file untouched. Optimizer state (step counters, momentum buffers) is not
-saved: a loaded model predicts identically and starts its learning-rate schedule afresh.
+leaves any previous file untouched.
+
+Version 3 adds what resuming training needs, so that ``fit`` on a loaded model continues
+bit-identically to a run never interrupted: ``meta.json``'s ``training_state`` holds the
+number of epochs trained, the optimizer's step and epoch counters (which drive its schedule)
+and the state of the model's random streams (``init``, ``shuffle``, ``split``, as
+``numpy.random`` bit-generator states); ``weights.npz`` holds the optimizer's state arrays as
+``optimizer.<name>`` (``optimizer.m``, ``optimizer.v``, ``optimizer.step``...). Files of
+versions 1 and 2 load as before, with no optimizer state (``model.optimizer_state_loaded`` is
+false: the schedule and moments start afresh).
 """
 
 from __future__ import annotations
@@ -37,10 +45,14 @@ if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
 
 FORMAT = "microfw-model"
-FORMAT_VERSION = 2
-READS = (1, 2)
+FORMAT_VERSION = 3
+READS = (1, 2, 3)
 """The format versions :func:`load` reads."""
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
+OPTIMIZER_PREFIX = "optimizer."
+"""The prefix of the optimizer's state arrays in ``weights.npz`` (version 3)."""
+MAX_STATE_ARRAYS = 4
+"""Optimizer state arrays the size of the parameters a file may hold (amsgrad Adam has 3)."""
 
 
 def save(model: Sequential, path: str | os.PathLike[str]) -> None:
@@ -54,9 +66,12 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
             _plugin_record(model.registry, kind, name, cls)
             for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
+        "training_state": _training_state(model),
     }
     weights = io.BytesIO()
     arrays: dict[str, Any] = dict(model.store.items())
+    for name, array in model.optimizer.state_arrays().items():
+        arrays[OPTIMIZER_PREFIX + name] = array
     np.savez(weights, **arrays)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -101,12 +116,91 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
         raise SpecError(exc.problems, source=f"in {path}") from None
     if meta["format_version"] == 1:
         arrays = _positional_names(arrays, model.weight_names())
+    state = {}
+    if meta["format_version"] >= 3:
+        state = {
+            k[len(OPTIMIZER_PREFIX) :]: arrays.pop(k)
+            for k in list(arrays)
+            if k.startswith(OPTIMIZER_PREFIX)
+        }
     expected = dict(model.store.items())
     _check_weights(path, arrays, expected)
     for name, array in expected.items():
         np.copyto(array, arrays[name], casting="same_kind")
     model.parameters_changed()
+    if meta["format_version"] >= 3:
+        _restore_training_state(path, model, meta.get("training_state"), state)
     return model
+
+
+def _stream_state(stream: Any) -> dict[str, Any]:
+    """A random stream's state as JSON data (a Generator's bit generator, or a RandomState)."""
+    if isinstance(stream, np.random.Generator):
+        return {"generator": stream.bit_generator.state}
+    legacy = stream.state.get_state(legacy=False)  # LegacyRNG over a RandomState
+    legacy["state"] = {**legacy["state"], "key": legacy["state"]["key"].tolist()}
+    return {"random_state": legacy}
+
+
+def _set_stream_state(stream: Any, saved: Any) -> None:
+    if isinstance(stream, np.random.Generator) and isinstance(saved, dict) and "generator" in saved:
+        stream.bit_generator.state = saved["generator"]
+    elif not isinstance(stream, np.random.Generator) and "random_state" in saved:
+        legacy = dict(saved["random_state"])
+        inner = dict(legacy["state"])
+        inner["key"] = np.asarray(inner["key"], dtype=np.uint32)
+        legacy["state"] = inner
+        stream.state.set_state(legacy)
+    else:
+        raise ValueError("the stream's kind differs from the model's")
+
+
+def _training_state(model: Sequential) -> dict[str, Any]:
+    """What resuming needs besides the arrays (see the module docstring)."""
+    streams = model.streams
+    return {
+        "epochs_trained": model.epochs_trained,
+        "optimizer": {"steps": model.optimizer.steps, "epochs": model.optimizer.epochs},
+        "streams": {
+            "init": _stream_state(streams.init),
+            "shuffle": _stream_state(streams.shuffle),
+            "split": _stream_state(streams.split),
+        },
+    }
+
+
+def _restore_training_state(
+    path: Any, model: Sequential, saved: Any, arrays: dict[str, np.ndarray]
+) -> None:
+    """Put back what :func:`_training_state` and the ``optimizer.*`` arrays saved."""
+    where = f"{path}: meta.json training_state"
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{where} is missing or not an object")
+    counters = saved.get("optimizer")
+    numbers = [saved.get("epochs_trained")]
+    if isinstance(counters, dict):
+        numbers += [counters.get("steps"), counters.get("epochs")]
+    if not isinstance(counters, dict) or not all(type(n) is int and n >= 0 for n in numbers):
+        raise ModelFileError(
+            f"{where}: 'epochs_trained' and optimizer 'steps' and 'epochs' must be integers >= 0"
+        )
+    streams = saved.get("streams")
+    if not isinstance(streams, dict):
+        raise ModelFileError(f"{where}: 'streams' must be an object")
+    for name in ("init", "shuffle", "split"):
+        try:
+            _set_stream_state(getattr(model.streams, name), streams.get(name))
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ModelFileError(
+                f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
+            ) from None
+    try:
+        model.optimizer.load_state_arrays(arrays)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: optimizer state in {WEIGHTS}: {exc}") from None
+    model.optimizer.steps, model.optimizer.epochs = counters["steps"], counters["epochs"]
+    model.epochs_trained = saved["epochs_trained"]
+    model.optimizer_state_loaded = True
 
 
 def _positional_names(arrays: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -126,7 +220,8 @@ def _positional_names(arrays: dict[str, Any], names: list[str]) -> dict[str, Any
 def _member_limits() -> dict[str, int]:
     """The largest size (bytes, uncompressed) of each member, so a hostile file cannot make
     loading decompress gigabytes: float64 weights of MAX_PARAMETERS, plus headers."""
-    return {META: 2**20, SPEC: 2**24, WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20}
+    weights = 8 * spec_module.MAX_PARAMETERS * (1 + MAX_STATE_ARRAYS) + 2**20
+    return {META: 2**20, SPEC: 2**24, WEIGHTS: weights}
 
 
 def _read_members(path: Any) -> dict[str, bytes]:

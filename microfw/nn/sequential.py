@@ -118,6 +118,10 @@ class Sequential:
         self.optimizer: Optimizer = resolved.optimizer
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
+        self.epochs_trained = 0
+        """Epochs completed by :meth:`fit` over the model's life (saved in model files)."""
+        self.optimizer_state_loaded = False
+        """Whether :func:`microfw.load` restored the optimizer's state (format 3 files)."""
         widths = [self.input_dim]
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))

@@ -157,6 +157,7 @@ def _fit(
             if val_accuracy is not None and val_targets is not None:
                 logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
         history.append(epoch, logs)
+        model.epochs_trained += 1
         for callback in epoch_end:
             callback.on_epoch_end(epoch, logs)
         if model.stop_training:
