@@ -284,6 +284,9 @@ class Schedule(Plugin, abc.ABC):
     """
 
     per: Literal["epoch", "step"] = "epoch"
+    starts_at_lr0: ClassVar[bool] = True
+    """False for a schedule that deliberately starts below ``lr0`` (a warm-up): the contract
+    check then asks the rate at ``t=0`` to lie in ``[0, lr0]`` instead of being ``lr0``."""
 
     @abc.abstractmethod
     def __call__(self, lr0: float, t: int) -> float:

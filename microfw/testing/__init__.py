@@ -772,6 +772,8 @@ def check_optimizer(
 def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> None:
     """``t = 0`` gives ``lr0``; every rate up to ``t = 1000`` and at ``10**6`` is finite, >= 0.
 
+    A schedule with ``starts_at_lr0 = False`` (a warm-up) may start anywhere in ``[0, lr0]``.
+
     Also checked: ``per`` is ``"epoch"`` or ``"step"``.
     """
     with _checking("check_schedule", plugin, (Schedule,), registry) as make:
@@ -780,7 +782,10 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
             raise AssertionError(f"per is {schedule.per!r}, expected 'epoch' or 'step'")
         for lr0 in (0.1, 1.0):
             first = schedule(lr0, 0)
-            if not math.isclose(first, lr0, rel_tol=1e-12):
+            if not schedule.starts_at_lr0:
+                if not 0 <= first <= lr0 * (1 + 1e-12):
+                    raise AssertionError(f"the rate at t=0 is {first!r}, expected in [0, {lr0}]")
+            elif not math.isclose(first, lr0, rel_tol=1e-12):
                 raise AssertionError(f"the rate at t=0 is {first!r}, expected lr0 = {lr0}")
             for t in [*range(1001), 10**6]:
                 lr = schedule(lr0, t)
