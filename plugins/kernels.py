@@ -214,7 +214,7 @@ def _adam_step(
         elif wd != 0:
             gi = gi + p[i] * wd
         mi = m[i] * b1 + gi * c1
-        vi = v[i] * b2 + (gi * gi) * c2
+        vi = v[i] * b2 + (gi * c2) * gi
         m[i] = mi
         v[i] = vi
         if amsgrad:

@@ -379,8 +379,8 @@ class Adam(_Stateful):
         m *= dt(self.beta_1)
         np.multiply(g, dt(1 - self.beta_1), out=s2)
         m += s2
-        np.multiply(g, g, out=s2)
-        s2 *= dt(1 - self.beta_2)
+        np.multiply(g, dt(1 - self.beta_2), out=s2)  # ((1 - b2) g) g, torch's order
+        s2 *= g
         v *= dt(self.beta_2)
         v += s2
         if self.amsgrad:
@@ -444,8 +444,8 @@ class RMSprop(_Stateful):
         rho = dt(self.rho)
         square_avg = state["square_avg"]
         square_avg *= rho
-        np.multiply(g, g, out=s2)
-        s2 *= dt(1 - self.rho)
+        np.multiply(g, dt(1 - self.rho), out=s2)  # ((1 - rho) g) g, torch's order
+        s2 *= g
         square_avg += s2
         if self.centered:
             grad_avg = state["grad_avg"]
