@@ -42,13 +42,22 @@ from microfw.io import load
 from microfw.nn.sequential import Sequential, build
 from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
 from microfw.spec.schema import json_schema
-from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
+from microfw.train.callbacks import (
+    Callback,
+    CostLogger,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    ProgressBar,
+    ReduceLROnPlateau,
+)
 from microfw.train.loop import History
 
 __all__ = [
     "Activation",
     "ActivationLayer",
     "Array",
+    "CSVLogger",
     "Callback",
     "CostLogger",
     "DataError",
@@ -60,6 +69,7 @@ __all__ = [
     "Loss",
     "MicrofwError",
     "MissingExtraError",
+    "ModelCheckpoint",
     "ModelFileError",
     "ModelSpec",
     "Optimizer",
@@ -69,6 +79,7 @@ __all__ = [
     "PluginNotFoundError",
     "Problem",
     "ProgressBar",
+    "ReduceLROnPlateau",
     "Registry",
     "Regularizer",
     "Schedule",

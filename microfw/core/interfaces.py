@@ -361,6 +361,11 @@ class Optimizer(Plugin, abc.ABC):
         self.update(params, grads, float(self.learning_rate))
         self.steps += 1
 
+    def last_rate(self) -> float:
+        """The rate the latest step used (the next one's before any step)."""
+        t = self.steps - 1 if self.schedule.per == "step" else self.epochs
+        return float(self.schedule(self.lr, max(t, 0)))
+
     def end_epoch(self) -> None:
         """Advance the epoch counter of a per-epoch schedule."""
         self.epochs += 1
