@@ -75,7 +75,7 @@ def test_fit_writes_model_and_history(tmp_path: Path, capsys: pytest.CaptureFixt
     assert history["params"]["epochs"] == 5000
     rows = (tmp_path / "history.csv").read_text().splitlines()
     assert rows[0] == "epoch,loss,accuracy,lr"
-    assert rows[1] == f"0,{SEED_EPOCH_0!r},0.5"
+    assert rows[1] == f"0,{SEED_EPOCH_0!r},0.5,1.0"
     assert len(rows) == 5001
     model = mf.load(tmp_path / "model.microfw")
     np.testing.assert_array_equal(
