@@ -226,7 +226,7 @@ class ReduceLROnPlateau(Callback):
     ``solver="sgd"``): ``ReduceLROnPlateau("loss", factor=0.2, patience=n_iter_no_change + 1,
     min_delta=tol, min_lr=1e-6, rule="sklearn")``. There the best value follows every lower
     loss (not only improvements by ``min_delta``), and when the rate is already at most
-    ``min_lr`` training stops instead of reducing it.
+    ``min_lr`` training stops instead of reducing it (the rate is not clamped at ``min_lr``).
     """
 
     def __init__(
@@ -286,7 +286,9 @@ class ReduceLROnPlateau(Callback):
         if self.rule == "sklearn" and optimizer.lr <= self.min_lr:
             self.model.stop_training = True
             return
-        new = max(optimizer.lr * self.factor, self.min_lr)
+        new = optimizer.lr * self.factor
+        if self.rule == "keras":
+            new = max(new, self.min_lr)
         if new < optimizer.lr:
             optimizer.lr = new
             self.reductions.append(epoch)
