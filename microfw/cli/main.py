@@ -84,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("fit", help="train a model from a spec and save it")
-    p.add_argument("spec", metavar="SPEC", help="the JSON spec")
+    p.add_argument("spec", metavar="SPEC", nargs="?", help="the JSON spec (or --resume MODEL)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="MODEL",
+        help=f"continue training a saved model ({MODEL_FILE}) where it stopped (default "
+        "--out: its directory)",
+    )
     data_args(p, "required for CSV")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="output directory (default: runs/<spec name>)"
@@ -142,7 +149,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from microfw import plots
 
         plots.figure_class()  # fail before training, not after, if matplotlib is missing
-    model = mf.build(args.spec)
+    if (args.spec is None) == (args.resume is None):
+        raise ValueError("fit needs a SPEC or --resume MODEL (one of the two)")
+    if args.resume is not None:  # continues bit-identically to a run never interrupted
+        if args.seed is not None:
+            raise ValueError("--seed draws new initial weights: it cannot apply to --resume")
+        model = mf.load(args.resume)
+        default_out = args.resume.parent
+    else:
+        model = mf.build(args.spec)
+        default_out = Path("runs") / Path(args.spec).stem
     if args.seed is not None:  # the seed draws the initial weights: built again with it
         model = mf.build({**model.to_spec().to_dict(), "seed": args.seed})
     overrides = {"epochs": args.epochs, "blas_threads": args.blas_threads}
@@ -153,7 +169,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.target)
     check_features(data, model.input_dim)
     y = targets_for(data, model.output_dim, model.loss)
-    out = args.out or Path("runs") / Path(args.spec).stem
+    out = args.out or default_out
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
