@@ -169,7 +169,8 @@ def adam_step(
     t = p.dtype.type
     bias_1 = 1 - beta_1**step
     bias_2_sqrt = math.sqrt(1 - beta_2**step)
-    _compiled(_adam_step)(
+    # Divisors are sqrt(v) / bias_2_sqrt + eps with eps > 0: never zero.
+    _compiled(_adam_step, "numpy")(
         p,
         g,
         m,
@@ -182,8 +183,8 @@ def adam_step(
         t(1 - beta_2),
         t(eps),
         t(bias_2_sqrt),
-        t(weight_decay),
-        t(1 - lr * weight_decay),
+        t(0.0 if decoupled else weight_decay),
+        t(1 - lr * weight_decay if decoupled else 1.0),
         decoupled,
         amsgrad,
     )
@@ -207,28 +208,42 @@ def _adam_step(
     decoupled: bool,
     amsgrad: bool,
 ) -> None:
-    for i in range(p.size):
-        gi = g[i]
-        if decoupled:
-            p[i] *= shrink
-        elif wd != 0:
-            gi = gi + p[i] * wd
-        mi = m[i] * b1 + gi * c1
-        vi = v[i] * b2 + (gi * c2) * gi
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
+    # Branch-free loops (so they vectorise): weight decay as exact identities when unused,
+    # g + p * 0 and p * 1 (``coupled`` and ``shrink`` come so from adam_step).
+    coupled = wd
+    if amsgrad:
+        for i in range(p.size):
+            pi = p[i]
+            gi = g[i] + pi * coupled
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * c2) * gi
+            m[i] = mi
+            v[i] = vi
             vi = max(v_max[i], vi)
             v_max[i] = vi
-        p[i] -= (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
+            p[i] = pi * shrink - (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
+    else:
+        for i in range(p.size):
+            pi = p[i]
+            gi = g[i] + pi * coupled
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * c2) * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi * shrink - (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
 
 
 @functools.cache
-def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` compiled by numba, cached on disk when its directory allows it."""
+def _compiled(function: Callable[..., Any], error_model: str = "python") -> Callable[..., Any]:
+    """``function`` compiled by numba, cached on disk when its directory allows it.
+
+    ``error_model="numpy"`` drops numba's check for division by zero (which would raise
+    ``ZeroDivisionError`` and keeps the loop from vectorising), for kernels whose divisors
+    cannot be zero.
+    """
     import numba
 
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        return numba.njit(cache=True, nogil=True, error_model=error_model)(function)
     except RuntimeError:  # no writable cache location: compile in memory each process
-        return numba.njit(nogil=True)(function)
+        return numba.njit(nogil=True, error_model=error_model)(function)
