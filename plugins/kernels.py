@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from microfw.core.interfaces import Array
 
@@ -234,7 +234,9 @@ def _adam_step(
 
 
 @functools.cache
-def _compiled(function: Callable[..., Any], error_model: str = "python") -> Callable[..., Any]:
+def _compiled(
+    function: Callable[..., Any], error_model: Literal["python", "numpy"] = "python"
+) -> Callable[..., Any]:
     """``function`` compiled by numba, cached on disk when its directory allows it.
 
     ``error_model="numpy"`` drops numba's check for division by zero (which would raise
