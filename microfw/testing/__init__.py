@@ -710,7 +710,10 @@ def check_optimizer(
     (methods with momentum may rise and fall in between). An optimizer that implements
     ``reset_state()`` must keep its counters and then step exactly as a new one with those
     counters. State must be created lazily: the
-    optimizer is constructed without parameters.
+    optimizer is constructed without parameters. An optimizer that implements
+    ``state_arrays()``: a new one given its counters and its state through
+    ``load_state_arrays()`` must then step bit-identically to it (what resuming from a model
+    file needs).
     """
     with _checking("check_optimizer", plugin, (Optimizer,), registry) as make:
         rng = np.random.default_rng(SEED)
@@ -751,6 +754,7 @@ def check_optimizer(
                     f"{where}, the loss after {steps} steps ({losses[-1]:.6g}) is not below the "
                     f"loss after the first ({losses[1]:.6g}); losses: {trace}, ..."
                 )
+            _check_state_round_trip(make, opt, params, centres, curvature, where)
             if type(opt).reset_state is Optimizer.reset_state:
                 continue  # no state to forget
             counters = (opt.steps, opt.epochs)
@@ -767,6 +771,41 @@ def check_optimizer(
             rtol = 1e-12 if dtype == np.float64 else 1e-5
             for i, (p, q) in enumerate(zip(params, fresh_params, strict=True)):
                 _expect_same(f"{where}, parameter {i} after reset_state() and a step", p, q, rtol)
+
+
+def _check_state_round_trip(
+    make: Callable[[], Any],
+    opt: Optimizer,
+    params: list[Any],
+    centres: Sequence[NDArray[Any]],
+    curvature: Sequence[NDArray[Any]],
+    where: str,
+) -> None:
+    """A fresh optimizer given ``opt``'s counters and ``state_arrays()`` (through
+    ``load_state_arrays``) steps exactly as ``opt`` does: what resuming from a file needs.
+    Skipped for an optimizer that does not implement ``state_arrays`` (its state, if any, is
+    not saved: a resumed run starts it afresh)."""
+    if type(opt).state_arrays is Optimizer.state_arrays:
+        return
+    state = {name: np.array(a, copy=True) for name, a in opt.state_arrays().items()}
+    for name, a in state.items():
+        if not name.isidentifier():
+            raise AssertionError(f"{where}, state_arrays() name {name!r} is not an identifier")
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            raise AssertionError(f"{where}, state array {name!r} is not a numeric numpy array")
+    fresh = make()
+    fresh.steps, fresh.epochs = opt.steps, opt.epochs
+    fresh.load_state_arrays(state)
+    mine, theirs = list(params), [p.copy() for p in params]  # opt keeps stepping its arrays
+    for _ in range(3):
+        opt.step(mine, _quadratic_grads(mine, centres, curvature))
+        fresh.step(theirs, _quadratic_grads(theirs, centres, curvature))
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        if not np.array_equal(a, b):
+            raise AssertionError(
+                f"{where}, parameter {i}: an optimizer given the state_arrays() of another "
+                "steps differently from it (load_state_arrays must restore every quantity)"
+            )
 
 
 def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> None:
