@@ -156,6 +156,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise ValueError("--seed draws new initial weights: it cannot apply to --resume")
         model = mf.load(args.resume)
         default_out = args.resume.parent
+        if not model.optimizer_state_loaded:
+            print(
+                f"microfw: warning: {args.resume} was saved without optimizer state (an older "
+                "format): training goes on from its weights with the optimizer and schedule "
+                "afresh",
+                file=sys.stderr,
+            )
     else:
         model = mf.build(args.spec)
         default_out = Path("runs") / Path(args.spec).stem
