@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from zip_members import edit_json, members, npz, replace
 
 import microfw as mf
 from microfw.cli import main
@@ -72,3 +74,17 @@ def test_fit_resume_misuse_is_one_line(tmp_path, files, capsys, argv, message):
     code = main(["fit", *argv, "--data", str(data), "--target", "y", "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_resume_of_a_file_without_optimizer_state_warns(tmp_path, files, capsys):
+    _, data = files
+    path = tmp_path / "old.microfw"
+    mf.build(SPEC).save(path)
+    edit_json(path, "meta.json", lambda meta: meta.update(format_version=2))
+    with np.load(io.BytesIO(members(path)["weights.npz"]), allow_pickle=False) as weights:
+        arrays = {n: weights[n] for n in weights.files if not n.startswith("optimizer.")}
+    replace(path, **{"weights.npz": npz(**arrays)})
+    code = main(["fit", "--resume", str(path), "--data", str(data), "--target", "y", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "saved without optimizer state" in err

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zip_members import edit_json, members, replace
 
 import microfw as mf
-from tests.zip_members import edit_json, members, replace
 
 SPEC = {
     "spec_version": 1,
