@@ -233,6 +233,95 @@ def _adam_step(
             p[i] = pi * shrink - (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
 
 
+def rmsprop_step(
+    p: Array,
+    g: Array,
+    square_avg: Array,
+    grad_avg: Array,
+    buf: Array,
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+) -> None:
+    """One ``torch.optim.RMSprop`` step over 1-D arrays in one pass (compiled only), the
+    operations and order of the ``rmsprop`` plugin's NumPy path. ``grad_avg`` is used only
+    when ``centered``, ``buf`` only with ``momentum`` > 0."""
+    t = p.dtype.type
+    # Divisors are sqrt(...) + eps with eps > 0: never zero.
+    _compiled(_rmsprop_step, "numpy")(
+        p,
+        g,
+        square_avg,
+        grad_avg,
+        buf,
+        t(lr),
+        t(rho),
+        t(1 - rho),
+        t(eps),
+        t(weight_decay),
+        t(momentum),
+        centered,
+        momentum > 0,
+    )
+
+
+def _rmsprop_step(
+    p: Any,
+    g: Any,
+    sq: Any,
+    ga: Any,
+    buf: Any,
+    lr: Any,
+    rho: Any,
+    c: Any,
+    eps: Any,
+    wd: Any,
+    momentum: Any,
+    centered: bool,
+    with_momentum: bool,
+) -> None:
+    for i in range(p.size):
+        pi = p[i]
+        gi = g[i] + pi * wd
+        si = sq[i] * rho + (gi * c) * gi
+        sq[i] = si
+        if centered:
+            ai = ga[i] * rho + gi * c
+            ga[i] = ai
+            x = gi / (math.sqrt(si - ai * ai) + eps)
+        else:
+            x = gi / (math.sqrt(si) + eps)
+        if with_momentum:
+            bi = buf[i] * momentum + x
+            buf[i] = bi
+            p[i] = pi - bi * lr
+        else:
+            p[i] = pi - x * lr
+
+
+def adagrad_step(
+    p: Array, g: Array, accumulator: Array, *, lr: float, eps: float, weight_decay: float
+) -> None:
+    """One ``torch.optim.Adagrad`` step over 1-D arrays in one pass (compiled only), with
+    ``lr`` already decayed: ``s += g^2; p -= lr g / (sqrt(s) + eps)``."""
+    t = p.dtype.type
+    # Divisors are sqrt(s) + eps with eps > 0: never zero.
+    _compiled(_adagrad_step, "numpy")(p, g, accumulator, t(lr), t(eps), t(weight_decay))
+
+
+def _adagrad_step(p: Any, g: Any, acc: Any, lr: Any, eps: Any, wd: Any) -> None:
+    for i in range(p.size):
+        pi = p[i]
+        gi = g[i] + pi * wd
+        si = acc[i] + gi * gi
+        acc[i] = si
+        p[i] = pi - (gi / (math.sqrt(si) + eps)) * lr
+
+
 @functools.cache
 def _compiled(
     function: Callable[..., Any], error_model: Literal["python", "numpy"] = "python"

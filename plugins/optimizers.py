@@ -2,10 +2,11 @@
 Keras's momentum form), over the model's flat parameter array.
 
 State (moments, accumulators) is created on the first step: one flat array per quantity for
-all the parameters, stepped in one pass (a compiled kernel from :mod:`.kernels` for ``sgd``
-and ``adam``/``adamw`` with numba; NumPy otherwise). ``weight_decay`` (except ``adamw``'s) is
-added to the gradient, ``g += weight_decay * p``, as in torch. Gradient clipping is the
-:class:`~microfw.Optimizer` base's (``clip_norm``, ``clip_value``) and comes first.
+all the parameters, stepped in one pass (a compiled kernel from :mod:`.kernels` with numba,
+for arrays of at least ``_COMPILED_MIN`` elements; NumPy passes otherwise). ``weight_decay``
+(except ``adamw``'s) is added to the gradient, ``g += weight_decay * p``, as in torch.
+Gradient clipping is the :class:`~microfw.Optimizer` base's (``clip_norm``, ``clip_value``)
+and comes first.
 """
 
 from __future__ import annotations
@@ -307,8 +308,13 @@ class _Stateful(Optimizer):
 
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
         state: _State | None = self.__dict__.get("_state")
-        if state is None or not _same_arrays(params, state.params):
-            state = self._state = _State(params, self._quantities())
+        quantities = self._quantities()
+        if (
+            state is None
+            or not _same_arrays(params, state.params)
+            or state.flat.keys() != quantities.keys()  # e.g. amsgrad switched on: anew
+        ):
+            state = self._state = _State(params, quantities)
             pending = self.__dict__.pop("_pending", None)
             if pending is not None:
                 for name, target in state.flat.items():
@@ -435,6 +441,21 @@ class RMSprop(_Stateful):
         lr: float,
         t: int,
     ) -> None:
+        if p.size >= _COMPILED_MIN and kernels.available():
+            kernels.rmsprop_step(
+                p,
+                g,
+                state["square_avg"],
+                state.get("grad_avg", p),  # unused unless centered
+                state.get("momentum_buffer", p),  # unused without momentum
+                lr=lr,
+                rho=self.rho,
+                eps=self.eps,
+                weight_decay=self.weight_decay,
+                momentum=self.momentum,
+                centered=self.centered,
+            )
+            return
         dt = p.dtype.type
         s1, s2 = scratch
         if self.weight_decay:
@@ -492,6 +513,12 @@ class Adagrad(_Stateful):
         lr: float,
         t: int,
     ) -> None:
+        decayed = lr / (1 + (t - 1) * self.lr_decay)
+        if p.size >= _COMPILED_MIN and kernels.available():
+            kernels.adagrad_step(
+                p, g, state["sum"], lr=decayed, eps=self.eps, weight_decay=self.weight_decay
+            )
+            return
         dt = p.dtype.type
         s1, s2 = scratch
         if self.weight_decay:
@@ -504,7 +531,7 @@ class Adagrad(_Stateful):
         np.sqrt(accumulator, out=s2)
         s2 += dt(self.eps)
         np.divide(g, s2, out=s2)
-        s2 *= dt(lr / (1 + (t - 1) * self.lr_decay))
+        s2 *= dt(decayed)
         p -= s2
 
 

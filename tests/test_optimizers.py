@@ -347,3 +347,13 @@ def test_bad_hyperparameters_are_refused_with_paths():
         mf.default_registry().create("optimizer", {"type": "adam", "clip_norm": -1.0})
     with pytest.raises(mf.SpecError, match="momentum_style"):
         mf.default_registry().create("optimizer", {"type": "sgd", "momentum_style": "torch"})
+
+
+def test_switching_a_state_quantity_on_starts_the_state_afresh():
+    opt = mf.default_registry().create("optimizer", "adam")
+    params = [np.ones(5)]
+    opt.step(params, [np.full(5, 0.1)])
+    opt.amsgrad = True
+    opt.step(params, [np.full(5, 0.1)])
+    assert sorted(opt.state_arrays()) == ["m", "step", "v", "v_max"]
+    assert int(opt.state_arrays()["step"]) == 1
