@@ -357,3 +357,32 @@ def test_switching_a_state_quantity_on_starts_the_state_afresh():
     opt.step(params, [np.full(5, 0.1)])
     assert sorted(opt.state_arrays()) == ["m", "step", "v", "v_max"]
     assert int(opt.state_arrays()["step"]) == 1
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"type": "adam", "weight_decay": 0.1},
+        {"type": "adamw", "amsgrad": True},
+        {"type": "rmsprop", "centered": True, "momentum": 0.5, "weight_decay": 0.1},
+        {"type": "adagrad", "weight_decay": 0.1, "lr_decay": 0.1},
+        {"type": "sgd", "momentum": 0.9, "momentum_style": "pytorch", "nesterov": True},
+    ],
+    ids=lambda r: r["type"],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_compiled_kernels_give_the_numpy_paths_bits(ref, dtype, monkeypatch):
+    from microfw_plugins import kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    results = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(kernels, "available", lambda: False)
+        opt = mf.default_registry().create("optimizer", ref)
+        p = [np.random.default_rng(0).standard_normal(5000).astype(dtype)]
+        for _ in range(50):
+            opt.step(p, [(p[0] * 0.7 + 0.1 * np.sin(p[0])).astype(dtype)])
+        results.append(p[0])
+    np.testing.assert_array_equal(results[0], results[1])
