@@ -194,6 +194,14 @@ def _restore_training_state(
             raise ModelFileError(
                 f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
             ) from None
+    params = model.store.params
+    for name, array in arrays.items():  # flat state: one value per parameter, model's dtype
+        if array.ndim == 1 and (array.size != params.size or array.dtype != params.dtype):
+            raise ModelFileError(
+                f"{path}: optimizer state {OPTIMIZER_PREFIX}{name} is "
+                f"{array.dtype}{list(array.shape)}, the model's parameters are "
+                f"{params.dtype}[{params.size}]"
+            )
     try:
         model.optimizer.load_state_arrays(arrays)
     except ValueError as exc:

@@ -185,3 +185,17 @@ def test_legacy_rng_streams_resume_too(tmp_path: Path) -> None:
     resumed.fit(X, y, epochs=2)
     for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), np.zeros(73, np.float32)])
+def test_optimizer_state_of_another_size_or_dtype_is_refused_at_load(tmp_path: Path, bad) -> None:
+    path, model = _trained(tmp_path)
+    assert model.store.params.size == 73
+    with np.load(io.BytesIO(members(path)["weights.npz"]), allow_pickle=False) as weights:
+        arrays = {n: weights[n] for n in weights.files}
+    arrays["optimizer.m"] = bad
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    replace(path, **{"weights.npz": buffer.getvalue()})
+    with pytest.raises(mf.ModelFileError, match=r"optimizer state optimizer\.m is .*float64\[73\]"):
+        mf.load(path)
