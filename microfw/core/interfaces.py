@@ -377,8 +377,10 @@ class Optimizer(Plugin, abc.ABC):
 
     def state_arrays(self) -> dict[str, Array]:
         """The state built so far, by name (``{"m": ..., "v": ...}``): one flat array per
-        quantity over all the parameters, or ``{}`` before the first step. The default (no
-        state) is ``{}``. Names are identifiers; the arrays are the live ones (copy to keep)."""
+        quantity over all the parameters (1-D, their size and dtype, which loading checks;
+        0-d arrays such as a step count are kept as they are), or ``{}`` before the first step.
+        The default (no state) is ``{}``. Names are identifiers; the arrays are the live ones
+        (copy to keep)."""
         return {}
 
     def load_state_arrays(self, arrays: dict[str, Array]) -> None:
