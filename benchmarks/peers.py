@@ -18,7 +18,9 @@ def available(module: str) -> bool:
 
 
 class TorchEager:
-    """The idiomatic PyTorch loop: ``nn.Sequential``, autograd, ``optim.SGD``, one thread."""
+    """The idiomatic PyTorch loop: ``nn.Sequential``, autograd, ``optim.SGD`` (or
+    ``optim.Adam`` at lr 1e-3 with ``optimizer="adam"``, its default ``foreach`` form), one
+    thread."""
 
     def __init__(
         self,
@@ -28,6 +30,7 @@ class TorchEager:
         dtype: np.dtype,
         batch_size: int | None = None,
         seed: int = 0,
+        optimizer: str = "sgd",
     ) -> None:
         import torch
 
@@ -54,7 +57,10 @@ class TorchEager:
         else:
             self.targets = self.Y
             self.loss_fn = torch.nn.BCELoss() if net.loss == "bce" else self._half_mse
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=net.lr)
+        if optimizer == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=net.lr)
         self.batch_size = batch_size
         self.gen = torch.Generator().manual_seed(seed)
         self.torch = torch

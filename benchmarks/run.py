@@ -49,9 +49,10 @@ class TrainClock(mf.Callback):
         self.elapsed = time.perf_counter() - self.start
 
 
-def contestants(wl: Workload) -> tuple[list[Contestant], list[float]]:
+def contestants(wl: Workload, adam: bool = False) -> tuple[list[Contestant], list[float]]:
     """microfw, the hand-written baselines and the peers that are installed, for ``wl``; and
-    the list where each microfw fit records its once-per-fit set-up (seconds)."""
+    the list where each microfw fit records its once-per-fit set-up (seconds). With ``adam``,
+    also microfw and torch eager with Adam ("microfw adam", "torch adam")."""
     model = mf.build(wl.spec())
     X, Y = wl.X.astype(wl.dtype), wl.Y.astype(wl.dtype)
     clock = TrainClock()
@@ -64,6 +65,15 @@ def contestants(wl: Workload) -> tuple[list[Contestant], list[float]]:
         return clock.elapsed
 
     out = [Contestant("microfw", fit)]
+    if adam:
+        adam_model = mf.build(wl.spec("adam"))
+        adam_clock = TrainClock()
+
+        def fit_adam(k: int) -> float:
+            adam_model.fit(X, Y, epochs=k, callbacks=[adam_clock])
+            return adam_clock.elapsed
+
+        out.append(Contestant("microfw adam", fit_adam))
     out.append(_loop("numpy lean", handwritten.LeanLoop(wl.net, X, Y, wl.dtype, wl.batch_size)))
     if wl.batch_size is None:
         out.append(_loop("numpy seeds", handwritten.SeedsLoop(wl.net, X, Y, wl.dtype)))
@@ -71,6 +81,9 @@ def contestants(wl: Workload) -> tuple[list[Contestant], list[float]]:
     out.append(_loop("GEMM floor", floor))
     if peers.available("torch"):
         out.append(_loop("torch eager", peers.TorchEager(wl.net, X, Y, wl.dtype, wl.batch_size)))
+        if adam:
+            torch_adam = peers.TorchEager(wl.net, X, Y, wl.dtype, wl.batch_size, optimizer="adam")
+            out.append(_loop("torch adam", torch_adam))
     if peers.available("sklearn") and wl.net.output == "sigmoid" and wl.net.loss == "bce":
         out.append(_loop("sklearn MLP", peers.SklearnMLP(wl.net, X, Y, wl.dtype, wl.batch_size)))
     return out, setups
@@ -86,10 +99,10 @@ def _loop(name: str, trainer: Any) -> Contestant:
     return Contestant(name, run)
 
 
-def measure(wl: Workload, rounds: int) -> tuple[dict[str, list[float]], float]:
+def measure(wl: Workload, rounds: int, adam: bool = False) -> tuple[dict[str, list[float]], float]:
     """Seconds per epoch of every contestant in each round, rounds interleaved, and the
     median seconds of microfw's once-per-fit set-up."""
-    entrants, setups = contestants(wl)
+    entrants, setups = contestants(wl, adam)
     for c in entrants:  # warm-up: buffers, caches, lazy state
         c.run(1)
     times: dict[str, list[float]] = {c.name: [] for c in entrants}
@@ -131,10 +144,20 @@ def memory(wl: Workload, epochs: int = 4) -> tuple[float, float, float]:
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
     # (contestant, baseline, the ratio microfw / baseline must be at most this)
     "xor": [("microfw", "numpy lean", 1.15), ("microfw", "torch eager", 1 / 3)],
-    "moons": [("microfw", "GEMM floor", 1.4), ("microfw", "torch eager", 1.0)],
+    "moons": [
+        ("microfw", "GEMM floor", 1.4),
+        ("microfw", "torch eager", 1.0),
+        ("microfw adam", "microfw", 1.15),
+    ],
     "mnist1024": [("microfw", "GEMM floor", 1.25)],
-    "mnist128": [("microfw", "torch eager", 1 / 1.3)],
+    "mnist128": [
+        ("microfw", "torch eager", 1 / 1.3),
+        ("microfw adam", "microfw", 1.15),
+        ("microfw adam", "torch adam", 1 / 1.3),
+    ],
 }
+ADAM = {"moons", "mnist128"}
+"""The workloads that also time Adam (microfw's and torch's)."""
 
 
 WORKLOADS = {"xor", "moons", "mnist"}
@@ -186,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failures = 0
     for key, wl in selected:
-        times, setup = measure(wl, rounds)
+        times, setup = measure(wl, rounds, adam=key in ADAM)
         medians = {name: statistics.median(ts) for name, ts in times.items()}
         print(f"\n{wl.name} ({np.dtype(wl.dtype).name}, batch {wl.batch_size or 'full'})")
         print(f"  {'contestant':<14}{'per epoch':>12}{'vs microfw':>12}")

@@ -22,8 +22,9 @@ class Workload:
     batch_size: int | None
     epochs: int  # epochs per timed run
 
-    def spec(self) -> dict[str, Any]:
-        """The microfw spec of this workload (same widths, activations, loss, lr)."""
+    def spec(self, optimizer: str = "sgd") -> dict[str, Any]:
+        """The microfw spec of this workload (same widths, activations, loss, lr); with
+        ``optimizer="adam"``, Adam at torch's default rate 1e-3 instead of SGD."""
         layers: list[Any] = []
         widths = self.net.widths
         for i, width in enumerate(widths[1:]):
@@ -35,7 +36,11 @@ class Workload:
             "input_dim": widths[0],
             "layers": layers,
             "loss": self.net.loss,
-            "optimizer": {"type": "sgd", "lr": self.net.lr},
+            "optimizer": (
+                {"type": "adam", "lr": 1e-3}
+                if optimizer == "adam"
+                else {"type": "sgd", "lr": self.net.lr}
+            ),
             "training": {
                 "epochs": self.epochs,
                 "batch_size": self.batch_size,

@@ -19,6 +19,7 @@ from microfw.core.interfaces import (
     Loss,
     Optimizer,
     Plugin,
+    Regularizer,
     Schedule,
 )
 from microfw.core.params import ref
@@ -48,13 +49,22 @@ from microfw.io import load
 from microfw.nn.sequential import Sequential, build
 from microfw.spec.models import ModelSpec, TrainingSpec, load_spec
 from microfw.spec.schema import json_schema
-from microfw.train.callbacks import Callback, CostLogger, EarlyStopping, ProgressBar
+from microfw.train.callbacks import (
+    Callback,
+    CostLogger,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    ProgressBar,
+    ReduceLROnPlateau,
+)
 from microfw.train.loop import History
 
 __all__ = [
     "Activation",
     "ActivationLayer",
     "Array",
+    "CSVLogger",
     "Callback",
     "CostLogger",
     "DataError",
@@ -67,6 +77,7 @@ __all__ = [
     "Loss",
     "MicrofwError",
     "MissingExtraError",
+    "ModelCheckpoint",
     "ModelFileError",
     "ModelSpec",
     "NotRegularFileError",
@@ -79,7 +90,9 @@ __all__ = [
     "PluginNotFoundError",
     "Problem",
     "ProgressBar",
+    "ReduceLROnPlateau",
     "Registry",
+    "Regularizer",
     "Schedule",
     "Sequential",
     "SpaceError",

@@ -31,14 +31,24 @@ from microfw._npz import Header, read_headers, read_npz
 from microfw.core.interfaces import INTERFACES, Array
 from microfw.core.registry import Registry, current_registry
 from microfw.errors import ModelFileError, NpzError, SpecError
-from microfw.nn.modelfile import FORMAT, FORMAT_VERSION, META, SPEC, WEIGHTS, save
+from microfw.nn.modelfile import (
+    FORMAT,
+    FORMAT_VERSION,
+    META,
+    OPTIMIZER_PREFIX,
+    SPEC,
+    WEIGHTS,
+    save,
+)
 from microfw.nn.sequential import Sequential, build
 from microfw.spec import models as spec_module
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META", "READS", "SPEC", "WEIGHTS", "load", "save"]
 
-READS = (1, 2)
+READS = (1, 2, 3)
 """The format versions :func:`load` reads."""
+MAX_STATE_ARRAYS = 4
+"""Optimizer state arrays the size of the parameters a file may hold (amsgrad Adam has 3)."""
 
 
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequential:
@@ -67,12 +77,90 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
     expected = dict(model.store.items())
     if meta["format_version"] == 1:  # arrays named by position (layers.0.1)
         expected = _positional_names(expected)
-    arrays = _read_weights(path, members[WEIGHTS], headers, expected)
+    saved_state: dict[str, Any] = {}
+    if meta["format_version"] >= 3:
+        saved_state = _optimizer_headers(path, headers, model.store.params.size)
+    arrays = _read_weights(path, members[WEIGHTS], headers, {**expected, **saved_state})
+    state = {k[len(OPTIMIZER_PREFIX) :]: arrays.pop(k) for k in saved_state}
     _check_weights(path, arrays, expected)
     for name, array in expected.items():
         np.copyto(array, arrays[name], casting="same_kind")
     model.parameters_changed()
+    if meta["format_version"] >= 3:
+        _restore_training_state(path, model, meta.get("training_state"), state)
     return model
+
+
+def _optimizer_headers(path: Any, headers: dict[str, Header], n_params: int) -> dict[str, Any]:
+    """The headers of the optimizer's state arrays, bounded before any data is read: at most
+    :data:`MAX_STATE_ARRAYS`, none larger than the parameters."""
+    found = {k: h for k, h in headers.items() if k.startswith(OPTIMIZER_PREFIX)}
+    if len(found) > MAX_STATE_ARRAYS:
+        raise ModelFileError(
+            f"{path}: {len(found)} optimizer state arrays; at most {MAX_STATE_ARRAYS} are read"
+        )
+    for name, header in found.items():
+        if header.size > max(n_params, 1):
+            raise ModelFileError(
+                f"{path}: optimizer state {name} is {header}, larger than the model's "
+                f"{n_params} parameters"
+            )
+    return found
+
+
+def _set_stream_state(stream: Any, saved: Any) -> None:
+    if isinstance(stream, np.random.Generator) and isinstance(saved, dict) and "generator" in saved:
+        stream.bit_generator.state = saved["generator"]
+    elif not isinstance(stream, np.random.Generator) and "random_state" in saved:
+        legacy = dict(saved["random_state"])
+        inner = dict(legacy["state"])
+        inner["key"] = np.asarray(inner["key"], dtype=np.uint32)
+        legacy["state"] = inner
+        stream.state.set_state(legacy)
+    else:
+        raise ValueError("the stream's kind differs from the model's")
+
+
+def _restore_training_state(
+    path: Any, model: Sequential, saved: Any, arrays: dict[str, np.ndarray]
+) -> None:
+    """Put back what :func:`_training_state` and the ``optimizer.*`` arrays saved."""
+    where = f"{path}: meta.json training_state"
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{where} is missing or not an object")
+    counters = saved.get("optimizer")
+    numbers = [saved.get("epochs_trained")]
+    if isinstance(counters, dict):
+        numbers += [counters.get("steps"), counters.get("epochs")]
+    if not isinstance(counters, dict) or not all(type(n) is int and n >= 0 for n in numbers):
+        raise ModelFileError(
+            f"{where}: 'epochs_trained' and optimizer 'steps' and 'epochs' must be integers >= 0"
+        )
+    streams = saved.get("streams")
+    if not isinstance(streams, dict):
+        raise ModelFileError(f"{where}: 'streams' must be an object")
+    for name in ("init", "shuffle", "split"):
+        try:
+            _set_stream_state(getattr(model.streams, name), streams.get(name))
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ModelFileError(
+                f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
+            ) from None
+    params = model.store.params
+    for name, array in arrays.items():  # flat state: one value per parameter, model's dtype
+        if array.ndim == 1 and (array.size != params.size or array.dtype != params.dtype):
+            raise ModelFileError(
+                f"{path}: optimizer state {OPTIMIZER_PREFIX}{name} is "
+                f"{array.dtype}{list(array.shape)}, the model's parameters are "
+                f"{params.dtype}[{params.size}]"
+            )
+    try:
+        model.optimizer.load_state_arrays(arrays)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: optimizer state in {WEIGHTS}: {exc}") from None
+    model.optimizer.steps, model.optimizer.epochs = counters["steps"], counters["epochs"]
+    model.epochs_trained = saved["epochs_trained"]
+    model.optimizer_state_loaded = True
 
 
 def _positional_names(arrays: dict[str, Array]) -> dict[str, Array]:
@@ -92,7 +180,7 @@ def _member_limits() -> dict[str, int]:
     return {
         META: 2**20,
         SPEC: spec_module.MAX_SPEC_BYTES,
-        WEIGHTS: 8 * spec_module.MAX_PARAMETERS + 2**20,
+        WEIGHTS: 8 * spec_module.MAX_PARAMETERS * (1 + MAX_STATE_ARRAYS) + 2**20,
     }
 
 

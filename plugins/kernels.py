@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from microfw.core.interfaces import Array
 
@@ -125,12 +125,216 @@ def _sgd_step(p: Any, g: Any, v: Any, lr: Any, momentum: Any, nesterov: bool) ->
             p[i] += velocity
 
 
+def sgd_torch_step(
+    p: Array, g: Array, b: Array, lr: float, momentum: float, nesterov: bool
+) -> None:
+    """One SGD step with PyTorch's momentum over 1-D arrays, in one pass (compiled only):
+    ``b = momentum b + g`` and ``p -= lr b`` (nesterov: ``p -= lr (g + momentum b)``)."""
+    t = p.dtype.type
+    _compiled(_sgd_torch_step)(p, g, b, t(lr), t(momentum), nesterov)
+
+
+def _sgd_torch_step(p: Any, g: Any, b: Any, lr: Any, momentum: Any, nesterov: bool) -> None:
+    if nesterov:
+        for i in range(p.size):
+            buf = b[i] * momentum + g[i]
+            b[i] = buf
+            p[i] -= (g[i] + buf * momentum) * lr
+    else:
+        for i in range(p.size):
+            buf = b[i] * momentum + g[i]
+            b[i] = buf
+            p[i] -= buf * lr
+
+
+def adam_step(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    v_max: Array,
+    *,
+    lr: float,
+    beta_1: float,
+    beta_2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    amsgrad: bool,
+    step: int,
+) -> None:
+    """One Adam (or AdamW, ``decoupled``) step of ``torch.optim.Adam`` over 1-D arrays, in one
+    pass (compiled only): the same operations in the same order as the NumPy path of the
+    ``adam`` plugin. ``v_max`` is used only with ``amsgrad``; ``step`` counts from 1."""
+    t = p.dtype.type
+    bias_1 = 1 - beta_1**step
+    bias_2_sqrt = math.sqrt(1 - beta_2**step)
+    # Divisors are sqrt(v) / bias_2_sqrt + eps with eps > 0: never zero.
+    _compiled(_adam_step, "numpy")(
+        p,
+        g,
+        m,
+        v,
+        v_max,
+        t(lr / bias_1),
+        t(beta_1),
+        t(1 - beta_1),
+        t(beta_2),
+        t(1 - beta_2),
+        t(eps),
+        t(bias_2_sqrt),
+        t(0.0 if decoupled else weight_decay),
+        t(1 - lr * weight_decay if decoupled else 1.0),
+        decoupled,
+        amsgrad,
+    )
+
+
+def _adam_step(
+    p: Any,
+    g: Any,
+    m: Any,
+    v: Any,
+    v_max: Any,
+    step_size: Any,
+    b1: Any,
+    c1: Any,
+    b2: Any,
+    c2: Any,
+    eps: Any,
+    bias_2_sqrt: Any,
+    wd: Any,
+    shrink: Any,
+    decoupled: bool,
+    amsgrad: bool,
+) -> None:
+    # Branch-free loops (so they vectorise): weight decay as exact identities when unused,
+    # g + p * 0 and p * 1 (``coupled`` and ``shrink`` come so from adam_step).
+    coupled = wd
+    if amsgrad:
+        for i in range(p.size):
+            pi = p[i]
+            gi = g[i] + pi * coupled
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * c2) * gi
+            m[i] = mi
+            v[i] = vi
+            vi = max(v_max[i], vi)
+            v_max[i] = vi
+            p[i] = pi * shrink - (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
+    else:
+        for i in range(p.size):
+            pi = p[i]
+            gi = g[i] + pi * coupled
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * c2) * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi * shrink - (mi / (math.sqrt(vi) / bias_2_sqrt + eps)) * step_size
+
+
+def rmsprop_step(
+    p: Array,
+    g: Array,
+    square_avg: Array,
+    grad_avg: Array,
+    buf: Array,
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+) -> None:
+    """One ``torch.optim.RMSprop`` step over 1-D arrays in one pass (compiled only), the
+    operations and order of the ``rmsprop`` plugin's NumPy path. ``grad_avg`` is used only
+    when ``centered``, ``buf`` only with ``momentum`` > 0."""
+    t = p.dtype.type
+    # Divisors are sqrt(...) + eps with eps > 0: never zero.
+    _compiled(_rmsprop_step, "numpy")(
+        p,
+        g,
+        square_avg,
+        grad_avg,
+        buf,
+        t(lr),
+        t(rho),
+        t(1 - rho),
+        t(eps),
+        t(weight_decay),
+        t(momentum),
+        centered,
+        momentum > 0,
+    )
+
+
+def _rmsprop_step(
+    p: Any,
+    g: Any,
+    sq: Any,
+    ga: Any,
+    buf: Any,
+    lr: Any,
+    rho: Any,
+    c: Any,
+    eps: Any,
+    wd: Any,
+    momentum: Any,
+    centered: bool,
+    with_momentum: bool,
+) -> None:
+    for i in range(p.size):
+        pi = p[i]
+        gi = g[i] + pi * wd
+        si = sq[i] * rho + (gi * c) * gi
+        sq[i] = si
+        if centered:
+            ai = ga[i] * rho + gi * c
+            ga[i] = ai
+            x = gi / (math.sqrt(si - ai * ai) + eps)
+        else:
+            x = gi / (math.sqrt(si) + eps)
+        if with_momentum:
+            bi = buf[i] * momentum + x
+            buf[i] = bi
+            p[i] = pi - bi * lr
+        else:
+            p[i] = pi - x * lr
+
+
+def adagrad_step(
+    p: Array, g: Array, accumulator: Array, *, lr: float, eps: float, weight_decay: float
+) -> None:
+    """One ``torch.optim.Adagrad`` step over 1-D arrays in one pass (compiled only), with
+    ``lr`` already decayed: ``s += g^2; p -= lr g / (sqrt(s) + eps)``."""
+    t = p.dtype.type
+    # Divisors are sqrt(s) + eps with eps > 0: never zero.
+    _compiled(_adagrad_step, "numpy")(p, g, accumulator, t(lr), t(eps), t(weight_decay))
+
+
+def _adagrad_step(p: Any, g: Any, acc: Any, lr: Any, eps: Any, wd: Any) -> None:
+    for i in range(p.size):
+        pi = p[i]
+        gi = g[i] + pi * wd
+        si = acc[i] + gi * gi
+        acc[i] = si
+        p[i] = pi - (gi / (math.sqrt(si) + eps)) * lr
+
+
 @functools.cache
-def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` compiled by numba, cached on disk when its directory allows it."""
+def _compiled(
+    function: Callable[..., Any], error_model: Literal["python", "numpy"] = "python"
+) -> Callable[..., Any]:
+    """``function`` compiled by numba, cached on disk when its directory allows it.
+
+    ``error_model="numpy"`` drops numba's check for division by zero (which would raise
+    ``ZeroDivisionError`` and keeps the loop from vectorising), for kernels whose divisors
+    cannot be zero.
+    """
     import numba
 
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        return numba.njit(cache=True, nogil=True, error_model=error_model)(function)
     except RuntimeError:  # no writable cache location: compile in memory each process
-        return numba.njit(nogil=True)(function)
+        return numba.njit(nogil=True, error_model=error_model)(function)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from microfw import Initializer, Layer, WorkBuffer, hookimpl, ref
+from microfw import Initializer, Layer, Regularizer, WorkBuffer, hookimpl, ref
 from microfw.core.interfaces import Array, Store
 
 from .ops import dense_backward, row_sum, softmax_into
@@ -23,17 +23,19 @@ class Linear(Layer):
     init: Initializer = ref("xavier")
     bias_init: Initializer = ref("zeros")
     use_bias: bool = True
+    kernel_regularizer: Regularizer | None = None
+    bias_regularizer: Regularizer | None = None
 
     def output_dim(self, n_in: int) -> int:
         return self.units
 
     def build(self, n_in: int, store: Store) -> None:
-        self.W = store.add("W", (n_in, self.units), self.init)
+        self.W = store.add("W", (n_in, self.units), self.init, self.kernel_regularizer)
         self.dW = store.grad("W")
         self.b: Array | None = None
         self.db: Array | None = None
         if self.use_bias:
-            self.b = store.add("b", (self.units,), self.bias_init)
+            self.b = store.add("b", (self.units,), self.bias_init, self.bias_regularizer)
             self.db = store.grad("b")
         self._out = WorkBuffer()
         self._dx = WorkBuffer()

@@ -74,8 +74,8 @@ def test_fit_writes_model_and_history(tmp_path: Path, capsys: pytest.CaptureFixt
     assert history["history"]["loss"][0] == SEED_EPOCH_0
     assert history["params"]["epochs"] == 5000
     rows = (tmp_path / "history.csv").read_text().splitlines()
-    assert rows[0] == "epoch,loss,accuracy"
-    assert rows[1] == f"0,{SEED_EPOCH_0!r},0.5"
+    assert rows[0] == "epoch,loss,accuracy,lr"
+    assert rows[1] == f"0,{SEED_EPOCH_0!r},0.5,1.0"
     assert len(rows) == 5001
     model = mf.load(tmp_path / "model.microfw")
     np.testing.assert_array_equal(
@@ -294,7 +294,15 @@ def test_plugins_lists_every_kind_with_its_package(capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "plugins")
     assert code == 0
     headings = [line for line in out.splitlines() if not line.startswith(" ")]
-    assert headings == ["layer:", "activation:", "loss:", "initializer:", "optimizer:", "schedule:"]
+    assert headings == [
+        "layer:",
+        "activation:",
+        "loss:",
+        "initializer:",
+        "optimizer:",
+        "schedule:",
+        "regularizer:",
+    ]
     registry = mf.Registry()
     for entry in registry.entries():
         assert any(

@@ -25,6 +25,7 @@ EXPECTED_CHECKS = {
     "initializer": {"check_schema", "check_initializer"},
     "optimizer": {"check_schema", "check_optimizer"},
     "schedule": {"check_schema", "check_schedule"},
+    "regularizer": {"check_schema", "check_regularizer"},
 }
 
 
@@ -62,8 +63,21 @@ def test_the_documented_builtin_names_are_registered(registry):
             ("initializer", n)
             for n in ("plain", "xavier", "he", "glorot_uniform", "glorot_normal", "normal", "zeros")
         }
-        | {("optimizer", "sgd")}
-        | {("schedule", n) for n in ("constant", "step", "exponential", "inverse_time", "cosine")}
+        | {("optimizer", n) for n in ("sgd", "adam", "adamw", "rmsprop", "adagrad")}
+        | {
+            ("schedule", n)
+            for n in (
+                "constant",
+                "step",
+                "exponential",
+                "inverse_time",
+                "cosine",
+                "polynomial",
+                "piecewise_constant",
+                "warmup",
+            )
+        }
+        | {("regularizer", n) for n in ("l1", "l2", "l1_l2")}
     )
     assert documented <= names, sorted(documented - names)
 

@@ -398,7 +398,7 @@ def test_huge_integers_in_a_model_file_are_clear_errors(
         **{
             "spec.json": spec.encode(),
             "meta.json": meta.replace(
-                '"format_version": 2', '"format_version": 2' + "0" * 5000
+                '"format_version": 3', '"format_version": 3' + "0" * 5000
             ).encode(),
         },
     )

@@ -64,7 +64,7 @@ def test_file_layout(tmp_path: Path) -> None:
         spec = mf.load_spec(archive.read("spec.json").decode())
         with np.load(io.BytesIO(archive.read("weights.npz")), allow_pickle=False) as weights:
             names = sorted(weights.files)
-    assert meta["format"] == "microfw-model" and meta["format_version"] == 2
+    assert meta["format"] == "microfw-model" and meta["format_version"] == 3
     assert meta["microfw_version"] == mf.__version__
     used = {(p["kind"], p["name"]) for p in meta["plugins"]}
     assert used == {

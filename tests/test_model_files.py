@@ -161,8 +161,8 @@ def test_hostile_json_and_containers_are_refused(
 
 @pytest.mark.parametrize(
     "version",
-    [3, 99, 0, "1", None, 1.5, [1], True],
-    ids=["3", "99", "0", "str", "null", "float", "list", "bool"],
+    [4, 99, 0, "1", None, 1.5, [1], True],
+    ids=["4", "99", "0", "str", "null", "float", "list", "bool"],
 )
 def test_every_other_format_version_is_refused(
     saved: tuple[Path, mf.Sequential], builds: list[Any], version: Any

@@ -35,6 +35,8 @@ def test_spec_is_written_out_in_full() -> None:
         "init": {"type": "xavier"},
         "bias_init": {"type": "zeros"},
         "use_bias": True,
+        "kernel_regularizer": None,
+        "bias_regularizer": None,
     }
     assert spec.layers[3] == {"type": "sigmoid"}
     assert spec.optimizer["schedule"] == {"type": "exponential", "rate": 0.999, "per": "epoch"}

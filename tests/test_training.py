@@ -194,7 +194,7 @@ def test_early_stopping_restores_the_best_weights() -> None:
     best = int(np.argmin(val))
     assert len(val) == best + 6 < 5000  # 5 epochs without improvement, then stop
     assert stopper.best_epoch == best and stopper.stopped_epoch == best + 5
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     for got, want in zip(model.get_weights(), recorder.weights[best], strict=True):
         np.testing.assert_array_equal(got, want)
     assert model.evaluate(XOR_X, 1 - XOR_Y)["loss"] == pytest.approx(val[best], rel=1e-12)
@@ -212,7 +212,7 @@ def test_validation_split_holds_out_random_rows() -> None:
     X = np.column_stack([np.arange(10.0), np.zeros(10)])
     y = np.column_stack([np.ones(10), np.zeros(10)])
     history = model.fit(X, y, epochs=2, validation_split=0.3)
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     train_rows = seen.seen[0]
     assert len(train_rows) == 7 and train_rows == sorted(train_rows)
     assert seen.seen[1] == train_rows

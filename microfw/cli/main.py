@@ -111,7 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("fit", help="train a model from a spec and save it")
-    p.add_argument("spec", metavar="SPEC", help="the JSON spec")
+    p.add_argument("spec", metavar="SPEC", nargs="?", help="the JSON spec (or --resume MODEL)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="MODEL",
+        help=f"continue training a saved model ({MODEL_FILE}) where it stopped (default "
+        "--out: its directory)",
+    )
     data_args(p, "required for CSV")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="output directory (default: runs/<spec name>)"
@@ -217,7 +224,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from microfw import plots
 
         plots.figure_class()  # fail before training, not after, if matplotlib is missing
-    model = mf.build(args.spec)
+    if (args.spec is None) == (args.resume is None):
+        raise ValueError("fit needs a SPEC or --resume MODEL (one of the two)")
+    if args.resume is not None:  # continues bit-identically to a run never interrupted
+        if args.seed is not None:
+            raise ValueError("--seed draws new initial weights: it cannot apply to --resume")
+        model = mf.load(args.resume)
+        default_out = args.resume.parent
+        if not model.optimizer_state_loaded:
+            print(
+                f"microfw: warning: {args.resume} was saved without optimizer state (an older "
+                "format): training goes on from its weights with the optimizer and schedule "
+                "afresh",
+                file=sys.stderr,
+            )
+    else:
+        model = mf.build(args.spec)
+        default_out = Path("runs") / Path(args.spec).stem
     if args.seed is not None:  # the seed draws the initial weights: built again with it
         model = mf.build({**model.to_spec().to_dict(), "seed": args.seed})
     overrides = {"epochs": args.epochs, "blas_threads": args.blas_threads}
@@ -228,7 +251,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.target, n_features=model.input_dim)
     check_features(data, model.input_dim)
     y = targets_for(data, model.output_dim, model.loss)
-    out = args.out or Path("runs") / Path(args.spec).stem
+    out = args.out or default_out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory (give a directory)")
     animation = None
@@ -245,7 +268,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             y,
             out / ANIMATION_GIF,
             axis_labels=_pair(data.feature_names),
-            title=Path(args.spec).stem,
+            title=Path(args.spec).stem if args.spec else out.name,
             write_at_end=False,  # into the run's directory once training went well
         )
 
@@ -273,7 +296,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     mf_io.save(model, written[0], columns=columns)
     write_history(history, written[1], written[2])
     if args.plot:
-        written += write_plots(model, data, history, out, title=Path(args.spec).stem)
+        written += write_plots(
+            model, data, history, out, title=Path(args.spec).stem if args.spec else out.name
+        )
     if animation is not None:
         written.append(animation.save())
     print("wrote " + ", ".join(str(p) for p in written))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         Layer,
         Loss,
         Optimizer,
+        Regularizer,
         Schedule,
     )
 
@@ -72,6 +73,12 @@ def register_schedules() -> list[type[Schedule]]:
 
 
 @hookspec
+def register_regularizers() -> list[type[Regularizer]]:
+    """Return :class:`~microfw.Regularizer` subclasses (penalties on parameter arrays)."""
+    raise NotImplementedError
+
+
+@hookspec
 def register_fusions() -> list[Rule]:
     """Return fusion rules (:class:`~microfw.core.fusions.Fusion` and
     :class:`~microfw.core.fusions.LossFusion`): how consecutive steps of a model may run
@@ -92,6 +99,7 @@ HOOKS: dict[str, str] = {
     "initializer": "register_initializers",
     "optimizer": "register_optimizers",
     "schedule": "register_schedules",
+    "regularizer": "register_regularizers",
 }
 """The hook that registers each plugin kind."""
 

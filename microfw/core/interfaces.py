@@ -20,10 +20,12 @@ Conventions shared by all kinds:
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Literal, Protocol
+import math
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
 from microfw.core.params import interface_of, parameter_hints, ref, validate_params
 from microfw.errors import PluginError
@@ -100,12 +102,20 @@ class Store(Protocol):
         """The initialisation stream (for a layer that draws more than :meth:`add` does)."""
         ...
 
-    def add(self, name: str, shape: tuple[int, ...], init: InitLike) -> Array:
+    def add(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        init: InitLike,
+        regularizer: Regularizer | None = None,
+    ) -> Array:
         """Declare a trainable array of ``shape`` initialised by ``init`` and return it.
 
         ``init`` is an :class:`Initializer` (or any ``(shape, rng) -> array`` callable) or a
         number every element starts at. Optimizers update the returned array in place: keep
-        it, never rebind or replace it.
+        it, never rebind or replace it. A ``regularizer`` adds its penalty on this array to
+        the training loss and its gradient to the array's gradient: the model does it after
+        every backward pass, so the layer's own ``backward`` never sees it.
         """
         ...
 
@@ -285,10 +295,35 @@ class Schedule(Plugin, abc.ABC):
     """
 
     per: Literal["epoch", "step"] = "epoch"
+    starts_at_lr0: ClassVar[bool] = True
+    """False for a schedule that deliberately starts below ``lr0`` (a warm-up): the contract
+    check then asks the rate at ``t=0`` to lie in ``[0, lr0]`` instead of being ``lr0``."""
 
     @abc.abstractmethod
     def __call__(self, lr0: float, t: int) -> float:
         """The rate after ``t >= 0`` epochs or steps, from initial rate ``lr0`` (t=0 gives lr0)."""
+
+
+@_interface("regularizer")
+class Regularizer(Plugin, abc.ABC):
+    """A penalty on one parameter array, added to the training loss (Keras's regularizers).
+
+    Layers take them as parameters (``kernel_regularizer: Regularizer | None = None``) and pass
+    them to :meth:`Store.add`; the model adds :meth:`value` to every batch's loss (so
+    ``History``'s ``loss`` includes it, as in Keras) and :meth:`grad` to the array's gradient.
+    """
+
+    @abc.abstractmethod
+    def value(self, w: Array) -> float:
+        """The penalty on ``w``, a Python float."""
+
+    @abc.abstractmethod
+    def grad(self, w: Array) -> Array:
+        """``d value / d w``, shape and dtype of ``w``."""
+
+    def add_grad(self, w: Array, g: Array) -> None:
+        """``g += grad(w)`` in place; override to avoid the temporary."""
+        g += self.grad(w)
 
 
 @_interface("optimizer")
@@ -297,11 +332,22 @@ class Optimizer(Plugin, abc.ABC):
 
     The fit loop calls :meth:`step` once per mini-batch and :meth:`end_epoch` after each
     epoch; the learning rate follows ``schedule``. State (momentum buffers...) is created
-    lazily on the first step, one entry per parameter in the order given, and reused after.
+    lazily on the first step and reused after; :meth:`state_arrays` exposes it (one array per
+    state quantity, flat over all the parameters in the order given) so a model file can
+    save it and :meth:`load_state_arrays` put it back.
+
+    Gradient clipping happens here, in :meth:`step`, for every optimizer, before
+    :meth:`update`: ``clip_norm`` scales all the gradients together as
+    ``torch.nn.utils.clip_grad_norm_`` does (total 2-norm ``n`` over every parameter; when
+    ``n > clip_norm`` each gradient is multiplied by ``clip_norm / (n + 1e-6)``), then
+    ``clip_value`` clips each element to ``[-clip_value, clip_value]``
+    (``torch.nn.utils.clip_grad_value_``). The gradient arrays are clipped in place.
     """
 
     lr: float = 0.01
     schedule: Schedule = ref("constant")
+    clip_norm: Annotated[float, Field(gt=0)] | None = None
+    clip_value: Annotated[float, Field(gt=0)] | None = None
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -315,10 +361,21 @@ class Optimizer(Plugin, abc.ABC):
         return self.schedule(self.lr, t)
 
     def step(self, params: list[Array], grads: list[Array]) -> None:
-        """Update every array of ``params`` in place, using ``grads`` aligned with it."""
+        """Update every array of ``params`` in place, using ``grads`` aligned with it
+        (clipped first, in place, when ``clip_norm`` or ``clip_value`` is set)."""
+        if self.clip_norm is not None:
+            clip_grad_norm(grads, self.clip_norm)
+        if self.clip_value is not None:
+            for g in grads:
+                np.clip(g, -self.clip_value, self.clip_value, out=g)
         # A Python float: a NumPy float64 rate would turn float32 arithmetic into float64.
         self.update(params, grads, float(self.learning_rate))
         self.steps += 1
+
+    def last_rate(self) -> float:
+        """The rate the latest step used (the next one's before any step)."""
+        t = self.steps - 1 if self.schedule.per == "step" else self.epochs
+        return float(self.schedule(self.lr, max(t, 0)))
 
     def end_epoch(self) -> None:
         """Advance the epoch counter of a per-epoch schedule."""
@@ -329,13 +386,41 @@ class Optimizer(Plugin, abc.ABC):
         and epoch counters. ``fit`` calls it when training diverges, as that state holds the
         diverging updates; the next step starts afresh. The default has no state to forget."""
 
+    def state_arrays(self) -> dict[str, Array]:
+        """The state built so far, by name (``{"m": ..., "v": ...}``): one flat array per
+        quantity over all the parameters (1-D, their size and dtype, which loading checks;
+        0-d arrays such as a step count are kept as they are), or ``{}`` before the first step.
+        The default (no state) is ``{}``. Names are identifiers; the arrays are the live ones
+        (copy to keep)."""
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, Array]) -> None:
+        """Take ``arrays`` (as :meth:`state_arrays` returned them) as the state the next step
+        continues from; raise ``ValueError`` naming what does not fit. The default accepts only
+        ``{}``."""
+        if arrays:
+            raise ValueError(f"optimizer {self.name!r} keeps no state, got arrays {sorted(arrays)}")
+
     @abc.abstractmethod
     def update(self, params: list[Array], grads: list[Array], lr: float) -> None:
         """Apply one update with learning rate ``lr``, in place."""
 
 
+def clip_grad_norm(grads: list[Array], max_norm: float) -> float:
+    """Scale ``grads`` in place so that their total 2-norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_``: with ``n`` the 2-norm of all the gradients together,
+    multiply each by ``max_norm / (n + 1e-6)`` when that is below 1. Returns ``n``."""
+    total = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for g in grads:
+            g *= coef
+    return total
+
+
 INTERFACES: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule)
+    cls.kind: cls
+    for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule, Regularizer)
 }
 """The plugin kinds and their interfaces, in the order specs mention them."""
 

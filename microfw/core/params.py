@@ -9,9 +9,10 @@ reference to another plugin: a name, ``{"type": name, **params}`` or an instance
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, cast, get_origin
+from typing import Any, ClassVar, cast, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -38,10 +39,31 @@ def ref(name: str) -> Any:
 
 
 def interface_of(annotation: Any) -> type | None:
-    """The interface class if ``annotation`` is one (a plugin reference), else None."""
+    """The interface class if ``annotation`` is one (a plugin reference), else None.
+
+    ``Interface | None`` (an optional reference, such as ``kernel_regularizer: Regularizer |
+    None = None``) gives the interface too; :func:`is_optional_reference` tells the two apart.
+    """
     if isinstance(annotation, type) and annotation.__dict__.get("__microfw_interface__", False):
         return annotation
+    if is_optional_reference(annotation):
+        inner = next(a for a in get_args(annotation) if a is not type(None))
+        return cast(type, inner)
     return None
+
+
+def is_optional_reference(annotation: Any) -> bool:
+    """Whether ``annotation`` is ``Interface | None`` (a plugin reference that may be null)."""
+    if get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    args = get_args(annotation)
+    others = [a for a in args if a is not type(None)]
+    return (
+        len(args) == 2
+        and len(others) == 1
+        and isinstance(others[0], type)
+        and others[0].__dict__.get("__microfw_interface__", False)
+    )
 
 
 Resolver = Callable[[str, Any], Any]
@@ -55,11 +77,11 @@ def set_reference_resolver(resolver: Resolver) -> None:
     _resolver[:] = [resolver]
 
 
-def _reference_field(interface: type) -> Any:
+def _reference_field(interface: type, optional: bool = False) -> Any:
     kind = interface.kind  # type: ignore[attr-defined]
 
     def resolve(value: Any) -> Any:
-        if isinstance(value, interface):
+        if isinstance(value, interface) or (optional and value is None):
             return value
         if not _resolver:
             raise TypeError(f"no registry to resolve the {kind} reference {value!r}")
@@ -67,7 +89,12 @@ def _reference_field(interface: type) -> Any:
 
     # A self-contained schema, so pydantic's own generator accepts it; microfw.spec.schema swaps
     # it for a reference to the registered plugins of that kind.
-    schema = {"anyOf": [{"type": "string"}, {"type": "object"}], PLUGIN_REF_KEY: kind}
+    schema: dict[str, Any] = {
+        "anyOf": [{"type": "string"}, {"type": "object"}],
+        PLUGIN_REF_KEY: kind,
+    }
+    if optional:
+        schema = {"anyOf": [{"type": "null"}, schema]}
     return typing.Annotated[Any, BeforeValidator(resolve), WithJsonSchema(schema)]
 
 
@@ -89,7 +116,11 @@ def params_model(cls: type) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, hint in parameter_hints(cls).items():
         interface = interface_of(hint)
-        annotation = _reference_field(interface) if interface is not None else hint
+        annotation = (
+            _reference_field(interface, is_optional_reference(hint))
+            if interface is not None
+            else hint
+        )
         default = getattr(cls, name, ...)
         fields[name] = (annotation, default)
     model = create_model(

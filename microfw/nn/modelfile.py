@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from microfw._files import atomic_write, npz_bytes, zip_bytes
 from microfw._version import __version__
 from microfw.core.registry import Registry
@@ -23,10 +25,12 @@ if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
 
 FORMAT = "microfw-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 READS = (1, 2)
 """The format versions :func:`load` reads."""
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
+OPTIMIZER_PREFIX = "optimizer."
+"""The prefix of the optimizer's state arrays in ``weights.npz`` (version 3)."""
 
 
 def save(
@@ -46,10 +50,14 @@ def save(
             _plugin_record(model.registry, kind, name, cls)
             for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer])
         ],
+        "training_state": _training_state(model),
     }
     if columns is not None:
         meta["columns"] = columns.to_dict()
-    weights = npz_bytes(dict(model.store.items()))
+    arrays: dict[str, Any] = dict(model.store.items())
+    for name, array in model.optimizer.state_arrays().items():
+        arrays[OPTIMIZER_PREFIX + name] = array
+    weights = npz_bytes(arrays)
     # Built in memory, then written atomically (temporary file named for its clean-up).
     archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
     atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
@@ -75,4 +83,27 @@ def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[
         "name": name,
         "package": provenance.package,
         "version": provenance.version,
+    }
+
+
+def _stream_state(stream: Any) -> dict[str, Any]:
+    """A random stream's state as JSON data (a Generator's bit generator, or a RandomState)."""
+    if isinstance(stream, np.random.Generator):
+        return {"generator": stream.bit_generator.state}
+    legacy = stream.state.get_state(legacy=False)  # LegacyRNG over a RandomState
+    legacy["state"] = {**legacy["state"], "key": legacy["state"]["key"].tolist()}
+    return {"random_state": legacy}
+
+
+def _training_state(model: Sequential) -> dict[str, Any]:
+    """What resuming needs besides the arrays (see the module docstring)."""
+    streams = model.streams
+    return {
+        "epochs_trained": model.epochs_trained,
+        "optimizer": {"steps": model.optimizer.steps, "epochs": model.optimizer.epochs},
+        "streams": {
+            "init": _stream_state(streams.init),
+            "shuffle": _stream_state(streams.shuffle),
+            "split": _stream_state(streams.split),
+        },
     }

@@ -118,6 +118,10 @@ class Sequential:
         self.optimizer: Optimizer = resolved.optimizer
         self.streams = make_streams(self.seed, self.rng)
         self.stop_training = False
+        self.epochs_trained = 0
+        """Epochs completed by :meth:`fit` over the model's life (saved in model files)."""
+        self.optimizer_state_loaded = False
+        """Whether :func:`microfw.load` restored the optimizer's state (format 3 files)."""
         widths = [self.input_dim]
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))
@@ -219,6 +223,8 @@ class Sequential:
             dy = step.backward(dy)
         if self.store.mirrored:
             self.store.pull_gradients()
+        if self.store.regularized:  # penalties: on the loss value and on the gradients
+            value += self.store.add_penalty_gradients()
         return value, out
 
     def predict(self, X: Any) -> Array:
@@ -228,12 +234,12 @@ class Sequential:
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
 
-        ``accuracy`` is reported when every target is 0 or 1 (see
-        :mod:`microfw.train.metrics`).
+        ``loss`` includes the regularizers' penalties, as in Keras. ``accuracy`` is reported
+        when every target is 0 or 1 (see :mod:`microfw.train.metrics`).
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
-        result = {"loss": self.loss.value(out, y)}
+        result = {"loss": self.loss.value(out, y) + self.store.penalty()}
         accuracy = accuracy_for(y, self.loss)
         if accuracy is not None:
             result["accuracy"] = accuracy(out, y)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from microfw.core.interfaces import RNG, Array, Layer
+from microfw.core.interfaces import RNG, Array, Layer, Regularizer
 from microfw.errors import PluginError
 
 
@@ -83,8 +83,23 @@ class _LayerStore:
     def rng(self) -> RNG:
         return self._owner.rng
 
-    def add(self, name: str, shape: tuple[int, ...], init: Any) -> Array:
-        return self._declare(name, shape, init, trainable=True)
+    def add(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        init: Any,
+        regularizer: Regularizer | None = None,
+    ) -> Array:
+        if regularizer is not None and not isinstance(regularizer, Regularizer):
+            raise PluginError(
+                f"{self._declared.prefix}.{name}: regularizer must be a Regularizer or None, "
+                f"got {regularizer!r}"
+            )
+        value = self._declare(name, shape, init, trainable=True)
+        if regularizer is not None and self._bind:
+            where = f"{self._declared.prefix}.{name}"
+            self._owner.regularized.append((where, value, self._grads[name], regularizer))
+        return value
 
     def add_state(self, name: str, shape: tuple[int, ...], init: Any) -> Array:
         return self._declare(name, shape, init, trainable=False)
@@ -165,6 +180,8 @@ class ParameterStore:
         self.grads: Array = np.zeros(0, self.dtype)
         self.state: Array = np.zeros(0, self.dtype)
         self.slots: dict[str, Slot] = {}
+        self.regularized: list[tuple[str, Array, Array, Regularizer]] = []
+        """``(name, array, gradient, regularizer)`` of every array declared with one."""
         self._views: dict[str, Array] = {}
         self._grad_views: dict[str, Array] = {}
         self._mirrors: list[tuple[list[Array], list[Array], list[Array], list[Array]]] = []
@@ -196,6 +213,7 @@ class ParameterStore:
         self.grads = np.zeros(n_params, self.dtype)
         self.state = np.zeros(n_state, self.dtype)
         self._cursor = [0, 0]
+        self.regularized = []
         for (prefix, layer, n_in), expected in zip(layers, counted, strict=True):
             if _is_legacy(layer):
                 self._adopt_legacy(prefix, layer, n_in)
@@ -243,6 +261,23 @@ class ParameterStore:
             views.append(view)
             grads.append(grad)
         self._mirrors.append((own_params, own_grads, views, grads))  # type: ignore[arg-type]
+
+    # -- regularisation --------------------------------------------------------------------
+
+    def penalty(self) -> float:
+        """The sum of the regularizers' penalties on the current parameters (0.0 without)."""
+        return float(sum(reg.value(w) for _, w, _, reg in self.regularized))
+
+    def add_penalty_gradients(self) -> float:
+        """Add each regularizer's gradient to its array's gradient; return :meth:`penalty`.
+
+        The model calls it after every backward pass (the gradients hold the loss's then).
+        """
+        total = 0.0
+        for _, w, g, reg in self.regularized:
+            total += reg.value(w)
+            reg.add_grad(w, g)
+        return total
 
     # -- legacy mirrors --------------------------------------------------------------------
 

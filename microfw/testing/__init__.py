@@ -26,6 +26,7 @@ loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check
 initializer    check_schema, check_initializer
 optimizer      check_schema, check_optimizer
 schedule       check_schema, check_schedule
+regularizer    check_schema, check_regularizer
 =============  ==========================================================================
 
 How the checks judge:
@@ -65,6 +66,7 @@ from microfw.core.interfaces import (
     Loss,
     Optimizer,
     Plugin,
+    Regularizer,
     Schedule,
 )
 from microfw.core.params import params_model
@@ -720,7 +722,10 @@ def check_optimizer(
     (methods with momentum may rise and fall in between). An optimizer that implements
     ``reset_state()`` must keep its counters and then step exactly as a new one with those
     counters. State must be created lazily: the
-    optimizer is constructed without parameters.
+    optimizer is constructed without parameters. An optimizer that implements
+    ``state_arrays()``: a new one given its counters and its state through
+    ``load_state_arrays()`` must then step bit-identically to it (what resuming from a model
+    file needs).
     """
     with _checking("check_optimizer", plugin, (Optimizer,), registry) as make:
         rng = np.random.default_rng(SEED)
@@ -761,6 +766,7 @@ def check_optimizer(
                     f"{where}, the loss after {steps} steps ({losses[-1]:.6g}) is not below the "
                     f"loss after the first ({losses[1]:.6g}); losses: {trace}, ..."
                 )
+            _check_state_round_trip(make, opt, params, centres, curvature, where)
             if type(opt).reset_state is Optimizer.reset_state:
                 continue  # no state to forget
             counters = (opt.steps, opt.epochs)
@@ -779,8 +785,45 @@ def check_optimizer(
                 _expect_same(f"{where}, parameter {i} after reset_state() and a step", p, q, rtol)
 
 
+def _check_state_round_trip(
+    make: Callable[[], Any],
+    opt: Optimizer,
+    params: list[Any],
+    centres: Sequence[NDArray[Any]],
+    curvature: Sequence[NDArray[Any]],
+    where: str,
+) -> None:
+    """A fresh optimizer given ``opt``'s counters and ``state_arrays()`` (through
+    ``load_state_arrays``) steps exactly as ``opt`` does: what resuming from a file needs.
+    Skipped for an optimizer that does not implement ``state_arrays`` (its state, if any, is
+    not saved: a resumed run starts it afresh)."""
+    if type(opt).state_arrays is Optimizer.state_arrays:
+        return
+    state = {name: np.array(a, copy=True) for name, a in opt.state_arrays().items()}
+    for name, a in state.items():
+        if not name.isidentifier():
+            raise AssertionError(f"{where}, state_arrays() name {name!r} is not an identifier")
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            raise AssertionError(f"{where}, state array {name!r} is not a numeric numpy array")
+    fresh = make()
+    fresh.steps, fresh.epochs = opt.steps, opt.epochs
+    fresh.load_state_arrays(state)
+    mine, theirs = list(params), [p.copy() for p in params]  # opt keeps stepping its arrays
+    for _ in range(3):
+        opt.step(mine, _quadratic_grads(mine, centres, curvature))
+        fresh.step(theirs, _quadratic_grads(theirs, centres, curvature))
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        if not np.array_equal(a, b):
+            raise AssertionError(
+                f"{where}, parameter {i}: an optimizer given the state_arrays() of another "
+                "steps differently from it (load_state_arrays must restore every quantity)"
+            )
+
+
 def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> None:
     """``t = 0`` gives ``lr0``; every rate up to ``t = 1000`` and at ``10**6`` is finite, >= 0.
+
+    A schedule with ``starts_at_lr0 = False`` (a warm-up) may start anywhere in ``[0, lr0]``.
 
     Also checked: ``per`` is ``"epoch"`` or ``"step"``.
     """
@@ -790,7 +833,10 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
             raise AssertionError(f"per is {schedule.per!r}, expected 'epoch' or 'step'")
         for lr0 in (0.1, 1.0):
             first = schedule(lr0, 0)
-            if not math.isclose(first, lr0, rel_tol=1e-12):
+            if not schedule.starts_at_lr0:
+                if not 0 <= first <= lr0 * (1 + 1e-12):
+                    raise AssertionError(f"the rate at t=0 is {first!r}, expected in [0, {lr0}]")
+            elif not math.isclose(first, lr0, rel_tol=1e-12):
                 raise AssertionError(f"the rate at t=0 is {first!r}, expected lr0 = {lr0}")
             for t in [*range(1001), 10**6]:
                 lr = schedule(lr0, t)
@@ -800,6 +846,47 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
                     raise AssertionError(
                         f"the rate at t={t} is {lr!r}, expected a finite float >= 0"
                     )
+
+
+def check_regularizer(
+    plugin: PluginRef,
+    *,
+    registry: Registry | None = None,
+    w: Array | None = None,
+    rtol: float = RTOL,
+) -> None:
+    """``grad`` matches central differences of ``value``; dtypes kept; no penalty at zero.
+
+    ``w`` (float64, default values in +-[0.1, 3] of shape (4, 3), away from the kink of
+    ``l1``) is the test point. Also checked: ``value`` is a finite float >= 0 and is 0 with
+    gradient 0 for an all-zero array; ``grad`` of a float32 array is float32 and agrees with
+    the float64 one to 1e-5; ``add_grad(w, g)`` adds ``grad(w)`` to ``g`` in place; ``w`` is
+    left untouched.
+    """
+    with _checking("check_regularizer", plugin, (Regularizer,), registry) as make:
+        reg = make()
+        w = _activation_points(np.random.default_rng(SEED))[:4, :3] if w is None else w
+        w = np.array(w, dtype=np.float64)
+        before = w.copy()
+        value = reg.value(w)
+        if not isinstance(value, float | np.floating) or not (math.isfinite(value) and value >= 0):
+            raise AssertionError(f"value() returned {value!r}, expected a finite float >= 0")
+        g = reg.grad(w)
+        _expect_array("grad(float64)", g, w.shape, np.float64)
+        if not np.array_equal(w, before):
+            raise AssertionError("value() or grad() changed w")
+        numeric = _numeric_gradient(lambda: float(reg.value(w)), w)
+        _compare_gradients("grad", g, numeric, rtol)
+        w32 = w.astype(np.float32)
+        g32 = reg.grad(w32)
+        _expect_array("grad(float32)", g32, w.shape, np.float32)
+        _expect_same("grad in float32", g32, g, 1e-5, "float64")
+        zero = np.zeros_like(w)
+        if reg.value(zero) != 0 or np.any(reg.grad(zero) != 0):
+            raise AssertionError("an all-zero array has a non-zero penalty or gradient")
+        acc = np.ones_like(w)
+        reg.add_grad(w, acc)
+        _expect_same("add_grad(w, ones)", acc, 1 + g, 1e-12, "1 + grad(w)")
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -864,5 +951,6 @@ _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
     Initializer: (check_schema, check_initializer),
     Optimizer: (check_schema, check_optimizer),
     Schedule: (check_schema, check_schedule),
+    Regularizer: (check_schema, check_regularizer),
 }
 _CHECKS = {interface.kind: checks for interface, checks in _CHECK_KINDS.items()}

@@ -9,8 +9,11 @@ the latest), so the training loop stays lean otherwise.
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from microfw._extras import require
@@ -22,9 +25,22 @@ Logs = dict[str, float]
 
 
 class Callback:
-    """Base class: every hook does nothing. ``model`` is set when training starts."""
+    """Base class: every hook does nothing. ``model`` is set when training starts, and
+    ``metrics``: the keys every epoch's logs will hold (``loss``, ``lr``, and ``accuracy``,
+    ``val_loss``, ``val_accuracy`` when they apply)."""
 
     model: Sequential
+    metrics: list[str]
+
+    def check_monitor(self, monitor: str) -> None:
+        """Raise ``KeyError`` (before the first epoch) if training will not report ``monitor``."""
+        metrics = getattr(self, "metrics", None)
+        if metrics and monitor not in metrics:
+            raise KeyError(
+                f"{type(self).__name__} monitors {monitor!r}, which training does not report "
+                f"(available: {', '.join(sorted(metrics))})"
+                + ("; pass validation_data or validation_split" if monitor[:4] == "val_" else "")
+            )
 
     def set_model(self, model: Sequential) -> None:
         """Attach the model being trained."""
@@ -87,6 +103,7 @@ class EarlyStopping(Callback):
         self.restore_best = restore_best
 
     def on_train_begin(self, logs: Logs) -> None:
+        self.check_monitor(self.monitor)
         self.best = -math.inf
         self.best_epoch: int | None = None
         self.best_weights: list[Any] | None = None
@@ -145,3 +162,172 @@ class ProgressBar(Callback):
 
     def on_train_end(self, logs: Logs) -> None:
         self.bar.close()
+
+
+def _sign(monitor: str, mode: str) -> float:
+    """+1 when larger is better (``max``, or ``auto`` on an accuracy), else -1."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    return 1.0 if mode == "max" or (mode == "auto" and "acc" in monitor) else -1.0
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after every epoch (or only when ``monitor`` improves), atomically.
+
+    Args:
+        filepath: where to write; ``{epoch}`` (1-based, as in Keras) and the log keys may be
+            formatted in, e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.microfw"``.
+        monitor: the log key judged with ``save_best_only``.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, min otherwise).
+        save_best_only: write only when ``monitor`` beats the best value so far.
+
+    Each file is a full model file (:func:`microfw.save`: written to a temporary file, then
+    renamed), with the optimizer's state, so training resumes from it bit-identically.
+    """
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        mode: Literal["auto", "min", "max"] = "auto",
+        save_best_only: bool = False,
+    ) -> None:
+        self.filepath = str(filepath)
+        self.monitor = monitor
+        self.sign = _sign(monitor, mode)
+        self.save_best_only = save_best_only
+        self.best = -math.inf
+        self.saved: list[Path] = []
+
+    def on_train_begin(self, logs: Logs) -> None:
+        if self.save_best_only or "{" + self.monitor in self.filepath:
+            self.check_monitor(self.monitor)
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        if self.save_best_only:
+            score = self.sign * logs[self.monitor]
+            if not score > self.best:
+                return
+            self.best = score
+        path = Path(self.filepath.format(epoch=epoch + 1, **logs))
+        self.model.save(path)
+        self.saved.append(path)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's ``lr`` by ``factor`` when ``monitor`` stops improving (Keras).
+
+    An epoch improves when it beats the best value by more than ``min_delta``; after
+    ``patience`` epochs in a row without improvement the rate is reduced (never below
+    ``min_lr``), then ``cooldown`` epochs pass before counting again. The reduced rate is the
+    optimizer's ``lr``, the base its schedule scales; it is saved with the model.
+
+    ``rule="sklearn"`` is scikit-learn's ``learning_rate="adaptive"`` (``MLPClassifier`` with
+    ``solver="sgd"``): ``ReduceLROnPlateau("loss", factor=0.2, patience=n_iter_no_change + 1,
+    min_delta=tol, min_lr=1e-6, rule="sklearn")``. There the best value follows every lower
+    loss (not only improvements by ``min_delta``), and when the rate is already at most
+    ``min_lr`` training stops instead of reducing it (the rate is not clamped at ``min_lr``).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        mode: Literal["auto", "min", "max"] = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        rule: Literal["keras", "sklearn"] = "keras",
+    ) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        if patience < 0 or cooldown < 0 or min_delta < 0 or min_lr < 0:
+            raise ValueError(
+                f"patience, cooldown, min_delta and min_lr must be >= 0, got {patience}, "
+                f"{cooldown}, {min_delta}, {min_lr}"
+            )
+        if rule not in ("keras", "sklearn"):
+            raise ValueError(f"rule must be 'keras' or 'sklearn', got {rule!r}")
+        self.monitor = monitor
+        self.factor = factor
+        self.patience = patience
+        self.sign = _sign(monitor, mode)
+        self.min_delta = min_delta
+        self.cooldown = cooldown
+        self.min_lr = min_lr
+        self.rule = rule
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self.check_monitor(self.monitor)
+        self.best = -math.inf
+        self.wait = 0
+        self.cooldown_left = 0
+        self.reductions: list[int] = []
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        score = self.sign * logs[self.monitor]
+        improved = score > self.best + self.min_delta
+        if improved or (self.rule == "sklearn" and score > self.best):
+            self.best = score
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if improved:
+            self.wait = 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        optimizer = self.model.optimizer
+        self.wait = 0
+        if self.rule == "sklearn" and optimizer.lr <= self.min_lr:
+            self.model.stop_training = True
+            return
+        new = optimizer.lr * self.factor
+        if self.rule == "keras":
+            new = max(new, self.min_lr)
+        if new < optimizer.lr:
+            optimizer.lr = new
+            self.reductions.append(epoch)
+            self.cooldown_left = self.cooldown
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs to a CSV file as the epoch ends (a killed run keeps its rows).
+
+    Columns: ``epoch`` then the log keys in sorted order (``accuracy``, ``loss``, ``lr``...).
+    With ``append``, rows are added to an existing file (its header kept), as when resuming.
+    Every row is flushed to the operating system at once.
+    """
+
+    def __init__(
+        self, filename: str | os.PathLike[str], separator: str = ",", append: bool = False
+    ) -> None:
+        self.filename = Path(filename)
+        self.separator = separator
+        self.append = append
+        self._file: TextIO | None = None
+
+    def on_train_begin(self, logs: Logs) -> None:
+        keep = self.append and self.filename.exists() and self.filename.stat().st_size > 0
+        self._file = self.filename.open("a" if keep else "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file, delimiter=self.separator, lineterminator="\n")
+        self._keys: list[str] | None = None
+        self._header_written = keep
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        assert self._file is not None, "on_train_begin was not called"
+        if self._keys is None:
+            self._keys = sorted(logs)
+            if not self._header_written:
+                self._writer.writerow(["epoch", *self._keys])
+        self._writer.writerow([epoch, *(repr(float(logs.get(k, math.nan))) for k in self._keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs: Logs) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -30,7 +30,8 @@ class History:
     """What :meth:`~microfw.Sequential.fit` recorded, as in Keras.
 
     ``history[key]`` has one value per completed epoch for ``loss`` (the mean training loss
-    of the epoch's batches, weighted by batch size, each measured before its update) and, when
+    of the epoch's batches, weighted by batch size, each measured before its update, with the
+    regularizers' penalties), ``lr`` (the learning rate of the epoch's last update) and, when
     they apply, ``accuracy``, ``val_loss`` and ``val_accuracy``; ``epoch`` lists the epochs.
     """
 
@@ -103,8 +104,13 @@ def _fit(
     val_targets = None if val_accuracy is None or y_val is None else val_accuracy.targets(y_val)
 
     callbacks = list(callbacks)
+    reported = ["loss", *(["accuracy"] if accuracy is not None else [])]
+    if X_val is not None:
+        reported += ["val_loss", *(["val_accuracy"] if val_accuracy is not None else [])]
+    reported.append("lr")
     for callback in callbacks:
         callback.set_model(model)
+        callback.metrics = list(reported)
     history = History(params={**dict(config), "samples": n, "batches": len(data)})
     params, grads = model.optimizer_arrays()
     # The state (running statistics) goes back with the weights after a divergence.
@@ -155,6 +161,7 @@ def _fit(
                 correct += accuracy.correct(out, tb)
             for callback in batch_end:
                 callback.on_batch_end(b, {"loss": value, "size": m})
+        rate = model.optimizer.last_rate()
         model.optimizer.end_epoch()
         # A finite loss can still give an update that overflows; the next batch's loss would
         # show it, but after the last batch of the last epoch nothing else would. A clipped
@@ -174,10 +181,12 @@ def _fit(
             logs["accuracy"] = correct / data.units
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
-            logs["val_loss"] = model.loss.value(out, y_val)
+            logs["val_loss"] = model.loss.value(out, y_val) + model.store.penalty()
             if val_accuracy is not None and val_targets is not None:
                 logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
+        logs["lr"] = rate
         history.append(epoch, logs)
+        model.epochs_trained += 1
         for callback in epoch_end:
             callback.on_epoch_end(epoch, logs)
         interrupts.check()
