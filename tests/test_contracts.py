@@ -12,6 +12,7 @@ EXPECTED_CHECKS = {
         "check_schema",
         "check_shapes_and_dtypes",
         "check_layer_gradient",
+        "check_inference_mode",
         "check_fast_paths",
     },
     "activation": {

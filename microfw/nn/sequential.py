@@ -122,7 +122,7 @@ class Sequential:
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))
         self.output_dim: int = widths[-1]
-        self.store = ParameterStore(self.dtype, self.streams.init)
+        self.store = ParameterStore(self.dtype, self.streams.init, self.streams.layers)
         self.store.build(
             [
                 (f"layers.{i}", layer, n_in)

@@ -19,7 +19,8 @@ parameter declares ``example_params`` so that the checks can build it.
 The checks each kind gets:
 
 =============  ==========================================================================
-layer          check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths
+layer          check_schema, check_shapes_and_dtypes, check_layer_gradient,
+               check_inference_mode, check_fast_paths
 activation     check_schema, check_shapes_and_dtypes, check_elementwise,
                check_activation_gradient, check_fast_paths
 loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check_fast_paths
@@ -282,8 +283,11 @@ def check_loss_gradient(
 
 def built(layer: Layer, n_in: int, dtype: Any = np.float64, seed: int = SEED) -> ParameterStore:
     """Build ``layer`` for ``n_in`` inputs into a :class:`~microfw.nn.store.ParameterStore` of
-    its own (as a model would), initial values drawn from ``default_rng(seed)``."""
-    store = ParameterStore(np.dtype(dtype), np.random.default_rng(seed))
+    its own (as a model would), initial values drawn from ``default_rng(seed)``, the layer's
+    own streams derived from ``SeedSequence(seed)``."""
+    store = ParameterStore(
+        np.dtype(dtype), np.random.default_rng(seed), np.random.SeedSequence(seed)
+    )
     store.build([("layer", layer, n_in)])
     return store
 
@@ -302,7 +306,9 @@ def check_layer_gradient(
     random ``w`` (so ``dy = w``). The numerical gradients perturb the store's arrays, so a
     layer that copies its parameters instead of using them fails too. Also checked: a second
     backward overwrites the gradients rather than adding to them. The layer must be
-    deterministic.
+    deterministic given its random streams: every training forward of the check starts the
+    streams the layer took from the store (``store.stream``) in the same state, so a dropout
+    layer draws the same mask each time.
     """
     with _checking("check_layer_gradient", plugin, (Layer,), registry) as make:
         layer = make()
@@ -315,11 +321,13 @@ def check_layer_gradient(
             p += rng.standard_normal(p.shape)
         x = rng.standard_normal((5, n_in))
         w = rng.standard_normal((5, n_out))
+        replay = _replayer(store)
         layer.forward(x, training=True)
         dx = layer.backward(w.copy())
         grads = [np.array(store.grad(name), dtype=np.float64) for name in names]
 
         def objective() -> float:
+            replay()
             return float(np.vdot(w, layer.forward(x, training=True)))
 
         _compare_gradients(
@@ -329,6 +337,7 @@ def check_layer_gradient(
             numeric = _numeric_gradient(objective, p)
             _compare_gradients(f"gradient of {name[6:]} (shape {p.shape})", g, numeric, rtol)
 
+        replay()
         layer.forward(x, training=True)
         layer.backward(w.copy())
         for name, g in zip(names, grads, strict=True):
@@ -338,6 +347,68 @@ def check_layer_gradient(
                 raise AssertionError(
                     f"a second backward changed the gradient of {name[6:]} (|second| / "
                     f"|first| = {ratio:.4g}): gradients must be overwritten, not accumulated"
+                )
+
+
+def _replayer(store: ParameterStore) -> Callable[[], None]:
+    """A function putting every stream the layer took from ``store`` back in its present state."""
+    states = {name: g.bit_generator.state for name, g in store.streams.items()}
+
+    def replay() -> None:
+        for name, state in states.items():
+            store.streams[name].bit_generator.state = state
+
+    return replay
+
+
+def check_inference_mode(
+    plugin: PluginRef, *, registry: Registry | None = None, n_in: int = 4
+) -> None:
+    """An inference forward (``training=False``) changes nothing and repeats exactly.
+
+    The layer is built in float64 and run in training mode first (forward and backward, so
+    that running statistics move away from their initial values); then two inference
+    forwards on the same rows must return equal, fresh arrays (neither the input nor an array
+    of the store) and leave the parameters, the state and the layer's random streams as they
+    were. (Layers whose modes compute the same thing are compared across modes by
+    :func:`check_fast_paths`.)
+    """
+    with _checking("check_inference_mode", plugin, (Layer,), registry) as make:
+        layer = make()
+        rng = np.random.default_rng(SEED)
+        n_out = layer.output_dim(n_in)
+        store = built(layer, n_in)
+        x = rng.standard_normal((5, n_in))
+        layer.forward(x, training=True)
+        layer.backward(rng.standard_normal((5, n_out)))
+        before = (store.params.copy(), store.state.copy())
+        streams = {name: g.bit_generator.state for name, g in store.streams.items()}
+        x_before = x.copy()
+        first = layer.forward(x, training=False)
+        _expect_array("forward(training=False)", first, (5, n_out), np.float64)
+        first = first.copy() if first is x else first
+        kept = np.array(first)
+        second = layer.forward(x, training=False)
+        if not np.array_equal(kept, second):
+            raise AssertionError("two inference forwards on the same rows differ")
+        if any(second is a or np.shares_memory(second, a) for a in (x, store.params, store.state)):
+            raise AssertionError(
+                "forward(training=False) returned the input or a view of the store's arrays; "
+                "it must return a fresh array"
+            )
+        if not np.array_equal(x, x_before):
+            raise AssertionError("forward(training=False) changed its input")
+        for what, old, new in (
+            ("parameters", before[0], store.params),
+            ("state", before[1], store.state),
+        ):
+            if not np.array_equal(old, new):
+                raise AssertionError(f"forward(training=False) changed the model's {what}")
+        for name, g in store.streams.items():
+            if g.bit_generator.state != streams[name]:
+                raise AssertionError(
+                    f"forward(training=False) drew from the random stream {name[6:]!r}; "
+                    "inference must be deterministic"
                 )
 
 
@@ -424,8 +495,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
     ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
     ``value_and_grad`` returns ``(value(...), grad(...))``. Layer: a training-mode forward
-    equals an inference-mode one. Agreement is to 1e-12 relative in float64 and 1e-5 in
-    float32. (Fusion rules are checked by :func:`check_fusion`.)
+    equals an inference-mode one (unless the layer declares ``modes_differ``). Agreement is
+    to 1e-12 relative in float64 and 1e-5 in float32. (Fusion rules are checked by
+    :func:`check_fusion`.)
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
         for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
@@ -446,7 +518,8 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
                 x = rng.standard_normal((5, 4)).astype(dtype)
                 inference = np.array(obj.forward(x, training=False))
                 trained = obj.forward(x, training=True)
-                _expect_same(f"forward(training=True) ({label})", trained, inference, rtol)
+                if not obj.modes_differ:  # else each mode is checked on its own
+                    _expect_same(f"forward(training=True) ({label})", trained, inference, rtol)
 
 
 def _activation_fast_paths(
@@ -521,7 +594,7 @@ def _check_layer_fusion(rule: Fusion, dtype: np.dtype[Any], rtol: float) -> None
         plugins, layers = _instances(rule.pattern)
         if rule.applies is not None and not rule.applies(plugins):
             raise AssertionError("applies() is false for the classes' example_params")
-        store = ParameterStore(dtype, np.random.default_rng(SEED))
+        store = ParameterStore(dtype, np.random.default_rng(SEED), np.random.SeedSequence(SEED))
         widths = [n_in]
         for layer in layers:
             widths.append(layer.output_dim(widths[-1]))
@@ -840,7 +913,13 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
 
 
 _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
-    Layer: (check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths),
+    Layer: (
+        check_schema,
+        check_shapes_and_dtypes,
+        check_layer_gradient,
+        check_inference_mode,
+        check_fast_paths,
+    ),
     Activation: (
         check_schema,
         check_shapes_and_dtypes,
