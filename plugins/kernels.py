@@ -134,3 +134,13 @@ def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
         return numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # no writable cache location: compile in memory each process
         return numba.njit(nogil=True)(function)
+
+
+def erf(x: Array, out: Array) -> None:
+    """``out[i] = math.erf(x[i])`` for 1-D ``x`` (compiled only), computed in float64."""
+    _compiled(_erf)(x, out)
+
+
+def _erf(x: Any, out: Any) -> None:
+    for i in range(x.size):
+        out[i] = math.erf(float(x[i]))

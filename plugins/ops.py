@@ -6,6 +6,7 @@ pay. Each function computes one formula; the plugins read as their maths and cal
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -130,4 +131,18 @@ def dense_backward(
             np.multiply(dz, W.T, out=out)
     else:
         np.matmul(dz, W.T, out=out)
+    return out
+
+
+_erf_object = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: Array) -> Array:
+    """The error function element-wise, in ``x``'s dtype: ``math.erf`` (the C library's, as
+    torch uses) on every element, through the compiled kernel when numba is available."""
+    out = np.empty(x.shape, x.dtype)  # C order, so that reshape(-1) is a view
+    if kernels.available():
+        kernels.erf(np.ravel(x), out.reshape(-1))
+    else:
+        out[...] = _erf_object(x.astype(np.float64))
     return out
