@@ -7,8 +7,9 @@ Keyed on exact classes (a subclass with its own maths is never fused). The plann
   step computes ``f(x W + b)`` in the linear layer's output buffer (with numba, ``relu`` adds
   the bias in its own pass), its gradient over the incoming one where the activation allows,
   and skips the input gradient of the first layer.
-* ``sigmoid`` + ``bce`` and ``softmax`` + ``categorical_crossentropy``: the loss is computed
-  from the logits, without clipping, with the exact gradient ``(p - y) / m``.
+* ``sigmoid`` + ``bce``, ``softmax`` + ``categorical_crossentropy`` and ``softmax`` +
+  ``sparse_categorical_crossentropy``: the loss is computed from the logits, without
+  clipping, with the exact gradient ``(p - y) / m``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from . import kernels
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .layers import Linear, Softmax
 from .losses import BinaryCrossentropy, CategoricalCrossentropy, bce_from_logits, cce_from_logits
+from .more_losses import SparseCategoricalCrossentropy, sparse_cce_from_logits
 from .ops import dense_backward, sigmoid, sigmoid_into, softmax_into
 
 
@@ -150,7 +152,9 @@ def register_fusions() -> list[Rule]:
             Sigmoid,
             BinaryCrossentropy,
             forward=lambda act, z: sigmoid(z),
-            value_and_grad=lambda loss, z, p, y: bce_from_logits(z, p, y),
+            value_and_grad=lambda loss, z, p, y: bce_from_logits(
+                z, p, y, z.size if loss.reduction == "mean" else z.shape[0]
+            ),
             applies=lambda act, loss: not loss.from_logits,
         )
     )
@@ -160,6 +164,14 @@ def register_fusions() -> list[Rule]:
             CategoricalCrossentropy,
             forward=_softmax,
             value_and_grad=lambda loss, z, p, y: cce_from_logits(z, p, y),
+        )
+    )
+    rules.append(
+        LossFusion(
+            Softmax,
+            SparseCategoricalCrossentropy,
+            forward=_softmax,
+            value_and_grad=lambda loss, z, p, y: sparse_cce_from_logits(z, p, y),
         )
     )
     return rules

@@ -355,12 +355,16 @@ class Sequential:
         shape = y.shape
         if y.ndim == 1:
             y = y.reshape(-1, 1)
-        if y.shape != (X.shape[0], self.output_dim):
+        width = self.loss.target_dim(self.output_dim)  # 1 for integer class labels
+        if y.shape != (X.shape[0], width):
+            labels = (
+                f", class labels for loss {self.loss.name!r}" if width != self.output_dim else ""
+            )
             raise ValueError(
                 f"y has shape {shape}; expected "
-                f"({X.shape[0]}, {self.output_dim}) (X has {X.shape[0]} rows, the model "
-                f"{self.output_dim} output(s))"
-                + ("; a 1-D y is allowed for one output" if self.output_dim == 1 else "")
+                f"({X.shape[0]}, {width}) (X has {X.shape[0]} rows, the model "
+                f"{self.output_dim} output(s){labels})"
+                + ("; a 1-D y is allowed for one column" if width == 1 else "")
             )
         if not X.shape[0]:
             raise ValueError("no samples: X and y have 0 rows")

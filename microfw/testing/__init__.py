@@ -217,13 +217,16 @@ def _activation_points(rng: np.random.Generator) -> Array:
 
 
 def _loss_points(loss: Loss, rng: np.random.Generator) -> tuple[Array, Array]:
-    """Predictions in (0.05, 0.95) and soft targets in (0, 1) whose rows sum to 1."""
+    """Predictions in (0.05, 0.95) and soft targets in (0, 1) whose rows sum to 1 (integer
+    labels for a loss whose :meth:`~microfw.Loss.target_dim` is 1)."""
     for k in (3, 2, 1):
         try:
             loss.check_output_dim(k)
         except ValueError:
             continue
         y_pred = rng.uniform(0.05, 0.95, (5, k))
+        if loss.target_dim(k) == 1 and k > 1:  # integer class labels
+            return y_pred, rng.integers(0, k, (5, 1)).astype(float)
         if k == 1:
             return y_pred, rng.uniform(0.05, 0.95, (5, 1))
         u = rng.uniform(0.1, 1.0, (5, k))
@@ -643,7 +646,10 @@ def _check_loss_fusion(rule: LossFusion, dtype: np.dtype[Any], rtol: float) -> N
     built(layer, k, dtype)
     z = rng.uniform(-2, 2, (6, k)).astype(dtype)
     p_plain = np.array(layer.forward(z.copy(), True))
-    y_true = _targets_like(p_plain, rng).astype(dtype)
+    if loss.target_dim(k) == 1:  # integer class labels
+        y_true = rng.integers(0, k, (6, 1)).astype(dtype)
+    else:
+        y_true = _targets_like(p_plain, rng).astype(dtype)
     value, g = loss.value_and_grad(p_plain.copy(), y_true)
     dz_plain = np.array(layer.backward(np.array(g)))
     p = rule.forward(last, z.copy())
