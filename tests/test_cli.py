@@ -292,7 +292,15 @@ def test_plugins_lists_every_kind_with_its_package(capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "plugins")
     assert code == 0
     headings = [line for line in out.splitlines() if not line.startswith(" ")]
-    assert headings == ["layer:", "activation:", "loss:", "initializer:", "optimizer:", "schedule:"]
+    assert headings == [
+        "layer:",
+        "activation:",
+        "loss:",
+        "initializer:",
+        "optimizer:",
+        "schedule:",
+        "metric:",
+    ]
     registry = mf.Registry()
     for entry in registry.entries():
         assert any(

@@ -26,6 +26,7 @@ EXPECTED_CHECKS = {
     "initializer": {"check_schema", "check_initializer"},
     "optimizer": {"check_schema", "check_optimizer"},
     "schedule": {"check_schema", "check_schedule"},
+    "metric": {"check_schema", "check_metric"},
 }
 
 

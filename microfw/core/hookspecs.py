@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Initializer,
         Layer,
         Loss,
+        Metric,
         Optimizer,
         Schedule,
     )
@@ -72,6 +73,12 @@ def register_schedules() -> list[type[Schedule]]:
 
 
 @hookspec
+def register_metrics() -> list[type[Metric]]:
+    """Return :class:`~microfw.Metric` subclasses (scores ``fit`` and ``evaluate`` report)."""
+    raise NotImplementedError
+
+
+@hookspec
 def register_fusions() -> list[Rule]:
     """Return fusion rules (:class:`~microfw.core.fusions.Fusion` and
     :class:`~microfw.core.fusions.LossFusion`): how consecutive steps of a model may run
@@ -92,6 +99,7 @@ HOOKS: dict[str, str] = {
     "initializer": "register_initializers",
     "optimizer": "register_optimizers",
     "schedule": "register_schedules",
+    "metric": "register_metrics",
 }
 """The hook that registers each plugin kind."""
 

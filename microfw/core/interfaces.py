@@ -385,8 +385,36 @@ class Optimizer(Plugin, abc.ABC):
         """Apply one update with learning rate ``lr``, in place."""
 
 
+@_interface("metric")
+class Metric(Plugin, abc.ABC):
+    """A score of predictions against targets, accumulated batch by batch.
+
+    ``fit`` (per epoch, on the training batches and on the validation set), ``evaluate`` and
+    the CLI call :meth:`start` once, :meth:`update` for every batch, then :meth:`result`.
+    Arrays handed to :meth:`update` may be work buffers reused for the next batch: copy what
+    you keep, and keep only what the score needs (counts and sums where the metric allows).
+    The result is logged under the metric's ``name`` (``val_<name>`` on validation data).
+    """
+
+    @abc.abstractmethod
+    def start(self, loss: Loss, y_true: Array) -> None:
+        """Forget earlier batches. ``loss`` is the model's (its
+        :meth:`~Loss.decision_threshold` says where class 1 starts for one output);
+        ``y_true`` holds every target the coming batches will show, to choose how to read
+        them (one-hot rows, labels, 0/1 columns); do not keep it. Raise ``ValueError`` if the
+        metric cannot score such targets."""
+
+    @abc.abstractmethod
+    def update(self, y_pred: Array, y_true: Array) -> None:
+        """Add one batch: ``y_pred`` ``(m, n_outputs)``, ``y_true`` as the model's targets."""
+
+    @abc.abstractmethod
+    def result(self) -> float:
+        """The score of every batch since :meth:`start`, a Python float."""
+
+
 INTERFACES: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule)
+    cls.kind: cls for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule, Metric)
 }
 """The plugin kinds and their interfaces, in the order specs mention them."""
 

@@ -16,7 +16,7 @@ from microfw.nn.plan import PlanMode, make_plan, plugin_of
 from microfw.nn.store import ParameterStore
 from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.train.loop import all_finite, fit
-from microfw.train.metrics import accuracy_for
+from microfw.train.metrics import accuracy_for, create_metrics, scores
 
 if TYPE_CHECKING:
     from microfw.train.callbacks import Callback
@@ -202,14 +202,22 @@ class Sequential:
         return self.forward(self.check_X(X))
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
-        """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
+        """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``, in inference mode.
 
         ``accuracy`` is reported when every target is 0 or 1 (see
-        :mod:`microfw.train.metrics`).
+        :mod:`microfw.train.metrics`); with ``metrics`` in the training section, those
+        metrics instead.
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
         result = {"loss": self.loss.value(out, y)}
+        if self.training.metrics is not None:
+            metrics = create_metrics(self.registry, self.training.metrics)
+            for metric in metrics:
+                metric.start(self.loss, y)
+                metric.update(out, y)
+            result.update(scores(metrics))
+            return result
         accuracy = accuracy_for(y, self.loss)
         if accuracy is not None:
             result["accuracy"] = accuracy(out, y)

@@ -27,6 +27,7 @@ loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check
 initializer    check_schema, check_initializer
 optimizer      check_schema, check_optimizer
 schedule       check_schema, check_schedule
+metric         check_schema, check_metric
 =============  ==========================================================================
 
 How the checks judge:
@@ -64,6 +65,7 @@ from microfw.core.interfaces import (
     Initializer,
     Layer,
     Loss,
+    Metric,
     Optimizer,
     Plugin,
     Schedule,
@@ -869,6 +871,58 @@ def check_schedule(plugin: PluginRef, *, registry: Registry | None = None) -> No
                     )
 
 
+# -- metrics --------------------------------------------------------------------------------
+
+
+class _ProbabilityLoss(Loss):
+    """A stand-in loss for the metric checks: probabilities, class 1 from 0.5."""
+
+    name = "_check_metric_loss"
+
+    def value(self, y_pred: Array, y_true: Array) -> float:
+        return 0.0
+
+    def grad(self, y_pred: Array, y_true: Array) -> Array:
+        return np.zeros_like(y_pred)
+
+
+def check_metric(plugin: PluginRef, *, registry: Registry | None = None) -> None:
+    """Batches accumulate to the score of one batch holding them all, and nothing leaks.
+
+    On 40 rows of one output (predictions in (0, 1), 0/1 targets of both classes, a loss
+    whose decision threshold is 0.5): the result is a finite float; updating with batches of
+    7, 13 and 20 rows gives the one-batch result (to 1e-12 relative); the batches' arrays
+    may be overwritten after :meth:`~microfw.Metric.update` (they are work buffers) without
+    changing the result, and are left untouched by it; :meth:`~microfw.Metric.start` forgets
+    earlier batches.
+    """
+    with _checking("check_metric", plugin, (Metric,), registry) as make:
+        rng = np.random.default_rng(SEED)
+        y_true = np.zeros((40, 1))
+        y_true[rng.permutation(40)[:17]] = 1.0
+        y_pred = np.clip(0.35 * y_true + rng.uniform(0.05, 0.65, (40, 1)), 0.01, 0.99)
+        loss = _ProbabilityLoss()
+        whole = make()
+        whole.start(loss, y_true)
+        whole.update(y_pred.copy(), y_true.copy())
+        expected = whole.result()
+        if not isinstance(expected, float | np.floating) or not math.isfinite(expected):
+            raise AssertionError(f"result() returned {expected!r}, expected a finite float")
+        metric = make()
+        metric.start(loss, y_true[:10])
+        metric.update(y_pred[:10].copy(), y_true[:10].copy())
+        metric.start(loss, y_true)  # forgets the batch above
+        for lo, hi in ((0, 7), (7, 20), (20, 40)):
+            p, t = y_pred[lo:hi].copy(), y_true[lo:hi].copy()
+            kept = (p.copy(), t.copy())
+            metric.update(p, t)
+            if not (np.array_equal(p, kept[0]) and np.array_equal(t, kept[1])):
+                raise AssertionError("update() changed its input arrays")
+            p[...] = 0.5  # the caller reuses its buffers for the next batch
+            t[...] = 1 - t
+        _expect_same("the result over 3 batches", metric.result(), expected, 1e-12, "one batch")
+
+
 # -- schema -----------------------------------------------------------------------------------
 
 
@@ -937,5 +991,6 @@ _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
     Initializer: (check_schema, check_initializer),
     Optimizer: (check_schema, check_optimizer),
     Schedule: (check_schema, check_schedule),
+    Metric: (check_schema, check_metric),
 }
 _CHECKS = {interface.kind: checks for interface, checks in _CHECK_KINDS.items()}
