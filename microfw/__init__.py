@@ -36,6 +36,7 @@ from microfw.errors import (
     PluginNotFoundError,
     Problem,
     SpecError,
+    SpecWarning,
     TrainingError,
 )
 from microfw.io import load
@@ -74,6 +75,7 @@ __all__ = [
     "Schedule",
     "Sequential",
     "SpecError",
+    "SpecWarning",
     "TrainingError",
     "TrainingSpec",
     "WorkBuffer",

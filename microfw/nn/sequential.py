@@ -14,6 +14,8 @@ from microfw.core.rng import RngKind, make_streams
 from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.nn.plan import PlanMode, make_plan, plugin_of
 from microfw.nn.store import ParameterStore
+from microfw.spec.lint import lint
+from microfw.spec.lint import warn as warn_lint
 from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.train.loop import all_finite, fit
 from microfw.train.metrics import accuracy_for, create_metrics, scores
@@ -35,11 +37,14 @@ def build(
     """Build a model from a spec (a :class:`ModelSpec`, dict, JSON text or path).
 
     Plugin names are resolved through ``registry`` (default: the current registry); ``plan``
-    is as in :class:`Sequential`.
+    is as in :class:`Sequential`. Advice from the spec linter (:mod:`microfw.spec.lint`,
+    e.g. ``bce`` after a ``linear`` output) comes as :class:`~microfw.SpecWarning` warnings.
     """
     registry = registry or current_registry()
     data, origin = read_spec(spec)
-    return Sequential._from_resolved(resolve(data, registry, source=origin), registry, plan)
+    resolved = resolve(data, registry, source=origin)
+    warn_lint(lint(resolved.layers, resolved.layer_paths, resolved.loss), stacklevel=2)
+    return Sequential._from_resolved(resolved, registry, plan)
 
 
 class Sequential:
