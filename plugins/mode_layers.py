@@ -19,8 +19,9 @@ class Dropout(Layer):
 
     Inverted dropout, as ``torch.nn.Dropout`` and Keras: the surviving values are scaled in
     training so that inference needs no change. The masks come from the layer's own random
-    stream (``store.stream("mask")``), derived from the model's seed, so a run repeats exactly;
-    the draws are float64 whatever the model's dtype, so float32 and float64 models drop the
+    stream (``store.stream("mask")``), derived from the model's seed, so a run repeats exactly:
+    an element is kept where a uniform 32-bit integer (half of a raw 64-bit draw) is at least
+    ``round(rate * 2**32)``, whatever the model's dtype, so float32 and float64 models drop the
     same elements.
     """
 
@@ -34,24 +35,26 @@ class Dropout(Layer):
 
     def build(self, n_in: int, store: Store) -> None:
         self._rng = store.stream("mask")
-        self._u, self._mask, self._out, self._dx = (WorkBuffer() for _ in range(4))
+        self._threshold = np.uint32(min(round(self.rate * 2**32), 2**32 - 1))
+        self._keep, self._out, self._dx = WorkBuffer(), WorkBuffer(), WorkBuffer()
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if not training:
             return x.copy()
-        u = self._u.get(x.shape, np.dtype(np.float64))
-        self._rng.random(out=u)
-        mask = self._mask.get(x.shape, x.dtype)
-        np.greater_equal(u, self.rate, out=mask)  # 1 with probability 1 - rate, else 0
-        mask *= 1 / (1 - self.rate)
-        self._keep = mask
+        n = x.size
+        draws = self._rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+        keep = self._keep.get(x.shape, np.dtype(np.bool_))
+        np.greater_equal(draws.reshape(x.shape), self._threshold, out=keep)
         y = self._out.get(x.shape, x.dtype)
-        np.multiply(x, mask, out=y)
+        np.multiply(x, keep, out=y)
+        y *= 1 / (1 - self.rate)
         return y
 
     def backward(self, dy: Array) -> Array:
+        keep = self._keep.get(dy.shape, np.dtype(np.bool_))
         dx = self._dx.get(dy.shape, dy.dtype)
-        np.multiply(dy, self._keep, out=dx)
+        np.multiply(dy, keep, out=dx)
+        dx *= 1 / (1 - self.rate)
         return dx
 
 
@@ -113,8 +116,13 @@ class BatchNorm(Layer):
         self.running_var *= keep
         self.running_var += (self.momentum * m / (m - 1)) * var
         y = self._out.get(x.shape, x.dtype)
-        np.copyto(y, xhat)
-        return self._affine(y)
+        if self.gamma is not None:
+            np.multiply(xhat, self.gamma, out=y)
+        else:
+            np.copyto(y, xhat)
+        if self.beta is not None:
+            y += self.beta
+        return y
 
     def _affine(self, y: Array) -> Array:
         if self.gamma is not None:

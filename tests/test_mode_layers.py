@@ -103,12 +103,13 @@ def test_dropout_is_inverted_dropout_from_its_own_stream():
     layer, _ = _layer({"type": "dropout", "rate": 0.25}, 4)
     x = RNG.normal(size=(50, 4))
     y = layer.forward(x, training=True).copy()  # the layer reuses its output buffer
-    u = named_stream(np.random.SeedSequence(testing.SEED), "layer.mask").random(x.shape)
-    np.testing.assert_array_equal(
-        y, np.where(u >= 0.25, x * (1 / 0.75), 0.0)
-    )  # torch: x * mask * (1 / (1 - p))
+    stream = named_stream(np.random.SeedSequence(testing.SEED), "layer.mask")
+    u = stream.bit_generator.random_raw(100).view(np.uint32).reshape(x.shape)  # 200 draws
+    keep = u >= round(0.25 * 2**32)
+    # torch: x * mask * (1 / (1 - p))
+    np.testing.assert_array_equal(y, np.where(keep, x * (1 / 0.75), 0.0))
     dy = RNG.normal(size=x.shape)
-    np.testing.assert_array_equal(layer.backward(dy), np.where(u >= 0.25, dy * (1 / 0.75), 0.0))
+    np.testing.assert_array_equal(layer.backward(dy), np.where(keep, dy * (1 / 0.75), 0.0))
     again = layer.forward(x, training=True)  # the next batch draws a new mask
     assert not np.array_equal(again, y)
     np.testing.assert_array_equal(layer.forward(x), x)  # inference: the identity
