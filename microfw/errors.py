@@ -85,9 +85,10 @@ class SpecError(MicrofwError, ValueError):
         return SpecError([join_path_problem(prefix, p) for p in self.problems], source=self.source)
 
 
-class SpecWarning(UserWarning):
+class SpecWarning(MicrofwError, UserWarning):
     """Advice about a spec that is valid but probably not what was meant (the spec linter,
-    :mod:`microfw.spec.lint`): ``path`` says where (``layers[2]``), ``message`` what.
+    :mod:`microfw.spec.lint`): ``path`` says where (``layers[2]``), ``message`` what. A
+    ``UserWarning`` (and, once made an error, a :class:`MicrofwError`).
 
     A warning, never an error: silence it with ``warnings.filterwarnings("ignore",
     category=microfw.SpecWarning)``; make it one with ``"error"`` (``microfw validate

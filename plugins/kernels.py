@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from microfw.core.interfaces import Array
 
 
@@ -144,3 +146,34 @@ def erf(x: Array, out: Array) -> None:
 def _erf(x: Any, out: Any) -> None:
     for i in range(x.size):
         out[i] = math.erf(float(x[i]))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+"""splitmix64's constants (Steele, Lea and Flood 2014)."""
+
+
+def dropout_mask(
+    seed: int, threshold: int, x: Array, scale: float, keep: Array, out: Array
+) -> None:
+    """For every element ``i`` of 2-D ``x`` (row-major): ``keep[i] = splitmix64(seed, i) >>
+    32 >= threshold`` and ``out[i] = x[i] * keep[i] * scale`` (compiled only; the NumPy twin
+    is :func:`microfw_plugins.ops.dropout_keep`, with the same bits)."""
+    _compiled(_dropout_mask)(
+        np.uint64(seed), np.uint64(threshold), x, x.dtype.type(scale), keep, out
+    )
+
+
+def _dropout_mask(seed: Any, threshold: Any, x: Any, scale: Any, keep: Any, out: Any) -> None:
+    rows, cols = x.shape
+    s = seed
+    for i in range(rows):
+        for j in range(cols):
+            z = s + np.uint64(i * cols + j + 1) * _GOLDEN
+            z = (z ^ (z >> np.uint64(30))) * _MIX1
+            z = (z ^ (z >> np.uint64(27))) * _MIX2
+            z = z ^ (z >> np.uint64(31))
+            k = (z >> np.uint64(32)) >= threshold
+            keep[i, j] = k
+            out[i, j] = x[i, j] * scale if k else x[i, j] * 0

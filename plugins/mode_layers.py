@@ -13,16 +13,20 @@ from pydantic import Field
 from microfw import Layer, WorkBuffer
 from microfw.core.interfaces import Array, Store
 
+from . import kernels
+from .ops import dropout_keep
+
 
 class Dropout(Layer):
     """Training: y = x keep / (1 - rate), keep ~ Bernoulli(1 - rate) each; inference: y = x.
 
     Inverted dropout, as ``torch.nn.Dropout`` and Keras: the surviving values are scaled in
     training so that inference needs no change. The masks come from the layer's own random
-    stream (``store.stream("mask")``), derived from the model's seed, so a run repeats exactly:
-    an element is kept where a uniform 32-bit integer (half of a raw 64-bit draw) is at least
-    ``round(rate * 2**32)``, whatever the model's dtype, so float32 and float64 models drop the
-    same elements.
+    stream (``store.stream("mask")``), derived from the model's seed, so a run repeats
+    exactly: each batch takes one 64-bit draw ``s`` from it, and element ``i`` (row-major) is
+    kept where the high 32 bits of ``splitmix64(s, i)`` are at least ``round(rate * 2**32)``
+    (:func:`.ops.dropout_keep`; compiled with :func:`.kernels.dropout_mask`), whatever the
+    model's dtype, so float32 and float64 models drop the same elements.
     """
 
     name = "dropout"
@@ -35,19 +39,22 @@ class Dropout(Layer):
 
     def build(self, n_in: int, store: Store) -> None:
         self._rng = store.stream("mask")
-        self._threshold = np.uint32(min(round(self.rate * 2**32), 2**32 - 1))
+        self._threshold = min(round(self.rate * 2**32), 2**32 - 1)
         self._keep, self._out, self._dx = WorkBuffer(), WorkBuffer(), WorkBuffer()
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if not training:
             return x.copy()
-        n = x.size
-        draws = self._rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+        seed = int(self._rng.bit_generator.random_raw())
         keep = self._keep.get(x.shape, np.dtype(np.bool_))
-        np.greater_equal(draws.reshape(x.shape), self._threshold, out=keep)
         y = self._out.get(x.shape, x.dtype)
-        np.multiply(x, keep, out=y)
-        y *= 1 / (1 - self.rate)
+        scale = 1 / (1 - self.rate)
+        if kernels.available() and x.ndim == 2:
+            kernels.dropout_mask(seed, self._threshold, x, scale, keep, y)
+        else:
+            keep[...] = dropout_keep(seed, self._threshold, x.shape)
+            np.multiply(x, keep, out=y)
+            y *= scale
         return y
 
     def backward(self, dy: Array) -> Array:

@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from microfw import Array, WorkBuffer
 
@@ -146,3 +147,20 @@ def erf(x: Array) -> Array:
     else:
         out[...] = _erf_object(x.astype(np.float64))
     return out
+
+
+def dropout_keep(seed: int, threshold: int, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """The dropout mask of :func:`.kernels.dropout_mask` in NumPy: element ``i`` (row-major,
+    from 0) is kept where the high 32 bits of ``splitmix64(seed + (i + 1) * golden)`` are at
+    least ``threshold``."""
+    z = np.arange(1, math.prod(shape) + 1, dtype=np.uint64)
+    z *= kernels._GOLDEN  # unsigned arithmetic wraps around, as splitmix64 wants
+    z += np.uint64(seed)
+    z ^= z >> np.uint64(30)
+    z *= kernels._MIX1
+    z ^= z >> np.uint64(27)
+    z *= kernels._MIX2
+    z ^= z >> np.uint64(31)
+    z >>= np.uint64(32)
+    keep: NDArray[np.bool_] = (z >= np.uint64(threshold)).reshape(shape)
+    return keep

@@ -88,6 +88,14 @@ def test_relu_after_a_glorot_initialised_layer_suggests_he(init):
     assert w.path == "layers[0].init" and "layers[0].activation" in str(w)
 
 
+def test_a_fixed_scale_initializer_is_taken_as_deliberate():
+    layers = [{"type": "linear", "units": 4, "init": {"type": "normal", "std": 0.1}}, "relu"]
+    assert advice(spec([*layers, {"type": "linear", "units": 1}], "mse")) == []
+    selu = [{"type": "linear", "units": 4, "init": "he"}, "selu", {"type": "linear", "units": 1}]
+    (w,) = advice(spec(selu, "mse"))
+    assert "'xavier'" in str(w)
+
+
 def test_dropout_as_the_last_layer():
     (w,) = advice(spec([HE_HIDDEN, {"type": "linear", "units": 1}, "dropout"], "mse"))
     assert w.path == "layers[2]" and "dropout" in str(w)

@@ -99,13 +99,40 @@ def test_layer_norm_is_torch_layer_norm_in_both_modes(affine):
 # -- dropout ------------------------------------------------------------------------------------
 
 
+def splitmix64(seed, i):
+    """Output i (from 0) of splitmix64 started at ``seed``, in Python integers."""
+    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return z ^ (z >> 31)
+
+
+def test_splitmix64_reference_gives_the_published_first_output():
+    assert splitmix64(0, 0) == 0xE220A8397B1DCDAF
+
+
+def test_dropout_masks_are_the_same_compiled_or_not():
+    from microfw_plugins import kernels, ops
+
+    x = RNG.normal(size=(9, 13)).astype(np.float32)
+    expected = ops.dropout_keep(2**63 + 12345, 2**31, x.shape)
+    if not kernels.available():
+        pytest.skip("numba not available")
+    keep, out = np.empty(x.shape, bool), np.empty_like(x)
+    kernels.dropout_mask(2**63 + 12345, 2**31, x, 2.0, keep, out)
+    np.testing.assert_array_equal(keep, expected)
+    np.testing.assert_array_equal(out, np.where(expected, x * np.float32(2.0), 0))
+
+
 def test_dropout_is_inverted_dropout_from_its_own_stream():
     layer, _ = _layer({"type": "dropout", "rate": 0.25}, 4)
     x = RNG.normal(size=(50, 4))
     y = layer.forward(x, training=True).copy()  # the layer reuses its output buffer
-    stream = named_stream(np.random.SeedSequence(testing.SEED), "layer.mask")
-    u = stream.bit_generator.random_raw(100).view(np.uint32).reshape(x.shape)  # 200 draws
-    keep = u >= round(0.25 * 2**32)
+    seed = int(
+        named_stream(np.random.SeedSequence(testing.SEED), "layer.mask").bit_generator.random_raw()
+    )
+    keep = np.array([splitmix64(seed, i) >> 32 >= round(0.25 * 2**32) for i in range(x.size)])
+    keep = keep.reshape(x.shape)
     # torch: x * mask * (1 / (1 - p))
     np.testing.assert_array_equal(y, np.where(keep, x * (1 / 0.75), 0.0))
     dy = RNG.normal(size=x.shape)

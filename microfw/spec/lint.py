@@ -16,8 +16,10 @@ A third-party plugin declares the same attributes and gets the same advice. The 
    (``bce`` after ``linear``: the sigmoid forgotten);
 2. a loss for independent probabilities after rows summing to 1, or the reverse (``softmax``
    then ``bce``);
-3. an activation right after a layer whose initializer it does not recommend (``relu`` after
-   a ``xavier``/``glorot_*`` initialised layer: ``he`` suits it);
+3. an activation right after a layer whose fan-scaled initializer (its ``variance()``
+   depends on the fans) it does not recommend (``relu`` after a ``xavier``/``glorot_*``
+   initialised layer: ``he`` suits it); a fixed scale (``normal`` with a chosen ``std``) is
+   taken as deliberate;
 4. a layer with ``last_layer_advice`` at the end of the model (``dropout``).
 
 :func:`microfw.build` and ``microfw validate`` report each finding as a
@@ -117,6 +119,9 @@ def _init_rule(before: Any, before_path: str, plugin: Any, path: str) -> list[Pr
     init = getattr(before, "init", None)
     if not recommended or not isinstance(init, Initializer) or init.name in recommended:
         return []
+    small, large = init.variance(100, 100), init.variance(200, 200)
+    if small is None or large is None or small == large:
+        return []  # not scaled by the fans (normal with a chosen std...): a deliberate choice
     return [
         Problem(
             f"{before_path}.init",
