@@ -192,6 +192,7 @@ class MeanAbsoluteError(Metric):
     """mean(|y - y_pred|) over samples and outputs (``mean_absolute_error``)."""
 
     name = "mae"
+    greater_is_better = False
 
     def start(self, loss: Loss, y_true: Array) -> None:
         self._sum = 0.0

@@ -217,3 +217,17 @@ def test_the_cli_reports_the_metrics(tmp_path, capsys):
     assert main(["evaluate", str(model), "--data", str(data), "--target", "y", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert sorted(scores) == ["accuracy", "f1", "loss", "roc_auc"]
+
+
+def test_early_stopping_maximises_a_greater_is_better_metric_and_minimises_mae():
+    stop = mf.EarlyStopping(monitor="val_f1", patience=1)
+    model = mf.build(SPEC)
+    stop.set_model(model)
+    stop.on_train_begin({})
+    assert stop.sign == 1.0
+    regression = mf.build({**SPEC, "loss": "mse", "training": {"metrics": ["mae", "r2"]}})
+    for monitor, sign in (("val_mae", -1.0), ("r2", 1.0)):
+        stop = mf.EarlyStopping(monitor=monitor)
+        stop.set_model(regression)
+        stop.on_train_begin({})
+        assert stop.sign == sign

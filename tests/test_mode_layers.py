@@ -266,3 +266,19 @@ def test_running_statistics_go_back_with_the_weights_after_a_divergence():
         model.fit(X, 1e3 * X[:, :1])
     assert np.isfinite(model.store.state).all()
     assert model.store.state.shape == state.shape
+
+
+def test_early_stopping_restores_the_running_statistics_of_the_best_epoch():
+    X, y = _data()
+    model = mf.build({**SPEC, "training": {"epochs": 8, "batch_size": 16}})
+    best: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    class Record(mf.Callback):
+        def on_epoch_end(self, epoch, logs):
+            best[epoch] = (model.store.params.copy(), model.store.state.copy())
+
+    stop = mf.EarlyStopping(monitor="loss", patience=8, restore_best=True)
+    model.fit(X, y, callbacks=[Record(), stop])
+    params, state = best[stop.best_epoch]
+    np.testing.assert_array_equal(model.store.params, params)
+    np.testing.assert_array_equal(model.store.state, state)

@@ -208,3 +208,24 @@ def test_a_multilabel_mlp_classifier_is_reproduced():
     for ours, theirs in zip(model.get_weights(), end, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(history.history["loss"], losses, rtol=1e-10)
+
+
+def test_the_cli_trains_on_a_label_column_with_the_sparse_loss(tmp_path, capsys):
+    import json
+
+    from microfw.cli import main
+
+    X = RNG.normal(size=(40, 2))
+    labels = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0).astype(int)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.column_stack([X, labels]), delimiter=",", header="a,b,y", comments="")
+    spec = _classifier("sparse_categorical_crossentropy").to_spec().to_dict()
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    out = tmp_path / "run"
+    args = ["fit", str(tmp_path / "s.json"), "--data", str(data), "--target", "y", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    np.savetxt(bad, np.column_stack([X, labels + 1]), delimiter=",", header="a,b,y", comments="")
+    bad_args = ["fit", str(tmp_path / "s.json"), "--data", str(bad), "--target", "y", "--quiet"]
+    assert main([*bad_args, "--out", str(out)]) == 1

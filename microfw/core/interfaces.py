@@ -396,6 +396,9 @@ class Metric(Plugin, abc.ABC):
     The result is logged under the metric's ``name`` (``val_<name>`` on validation data).
     """
 
+    greater_is_better: ClassVar[bool] = True
+    """Whether a larger result is better (``EarlyStopping(mode="auto")`` reads it)."""
+
     @abc.abstractmethod
     def start(self, loss: Loss, y_true: Array) -> None:
         """Forget earlier batches. ``loss`` is the model's (its

@@ -180,7 +180,8 @@ class Sequential:
     # -- numerics --------------------------------------------------------------------------
 
     def forward(self, X: Array, training: bool = False) -> Array:
-        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``."""
+        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``, in inference
+        mode (as ``predict``, ``evaluate`` and validation run) unless ``training``."""
         out = X
         for layer in self.layers:
             out = layer.forward(out, training)
@@ -383,6 +384,11 @@ class Sequential:
             raise ValueError("no samples: X and y have 0 rows")
         y = _finite(_cast(y, self.dtype), "y")
         self.loss.check_targets(y)
+        if width != self.output_dim and y.size and (y.max() >= self.output_dim):
+            raise ValueError(
+                f"class labels must lie in 0 .. {self.output_dim - 1} for a model with "
+                f"{self.output_dim} outputs, got {y.max():g}"
+            )
         return X, y
 
     def __repr__(self) -> str:
