@@ -231,3 +231,41 @@ def test_early_stopping_maximises_a_greater_is_better_metric_and_minimises_mae()
         stop.set_model(regression)
         stop.on_train_begin({})
         assert stop.sign == sign
+
+
+BALANCED_PACKAGE = """
+    import numpy as np
+    import microfw as mf
+
+    class Youden(mf.Metric):
+        '''recall of class 1 + recall of class 0 - 1.'''
+        name = "youden"
+        def start(self, loss, y_true):
+            self.hits, self.counts = np.zeros(2), np.zeros(2)
+        def update(self, y_pred, y_true):
+            truth = (y_true[:, 0] >= 0.5).astype(int)
+            np.add.at(self.hits, truth, (y_pred[:, 0] >= 0.5).astype(int) == truth)
+            np.add.at(self.counts, truth, 1)
+        def result(self):
+            return float(np.sum(self.hits / self.counts) - 1)
+
+    @mf.hookimpl
+    def register_metrics():
+        return [Youden]
+"""
+
+
+def test_an_installed_package_adds_a_metric_through_its_entry_point(site):
+    from fake_packages import install
+
+    install(site, "microfw-youden", BALANCED_PACKAGE)
+    registry = mf.Registry()
+    entry = registry.entry("metric", "youden")
+    assert entry.provenance.package == "microfw-youden"
+    mf.testing.check_plugin("youden", registry=registry, kind="metric")
+    X, y = _data()
+    model = mf.build({**SPEC, "training": {"epochs": 2, "metrics": ["youden"]}}, registry)
+    history = model.fit(X, y, validation_data=(X, y))
+    p = model.predict(X)[:, 0] >= 0.5
+    expected = sk.balanced_accuracy_score(y, p, adjusted=True)
+    assert history.history["val_youden"][-1] == pytest.approx(expected)
