@@ -282,3 +282,25 @@ def test_early_stopping_restores_the_running_statistics_of_the_best_epoch():
     params, state = best[stop.best_epoch]
     np.testing.assert_array_equal(model.store.params, params)
     np.testing.assert_array_equal(model.store.state, state)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_batch_norm_gives_the_same_compiled_or_not(monkeypatch, dtype, rtol):
+    from microfw_plugins import kernels
+
+    if not kernels.available():
+        pytest.skip("numba not available")
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda compiled=compiled: compiled)
+        layer, store = _layer("batch_norm", 6, dtype)
+        store["layer.gamma"][...] = np.linspace(0.5, 2, 6)
+        store["layer.beta"][...] = np.linspace(-1, 1, 6)
+        rng = np.random.default_rng(5)
+        x = rng.normal(3.0, 2.0, (9, 6)).astype(dtype)
+        y = layer.forward(x, training=True).copy()
+        dx = layer.backward(rng.normal(size=(9, 6)).astype(dtype)).copy()
+        results.append((y, dx, store.grads.copy(), store.state.copy()))
+    for compiled, plain in zip(*results, strict=True):
+        assert compiled.dtype == plain.dtype == dtype
+        np.testing.assert_allclose(compiled, plain, rtol=rtol, atol=rtol)
