@@ -41,7 +41,7 @@ def test_every_registered_fusion_rule_agrees_with_the_plain_methods(fusion_entry
 
 def test_the_builtin_fusion_rules_are_registered(registry):
     labels = {f.rule.label() for f in registry.fusions()}
-    dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")}
+    dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "relu6")}
     assert labels == dense | {
         "sigmoid+bce",
         "softmax+categorical_crossentropy",
