@@ -102,8 +102,9 @@ class F1(_Counts):
 
 
 class RocAuc(Metric):
-    """Area under the ROC curve of class 1's score: P(score of a positive > score of a
-    negative), ties counting one half (Mann-Whitney U / (n_pos n_neg)).
+    """P(score of a positive > score of a negative), ties counting 1/2: the ROC curve's area.
+
+    Computed as Mann-Whitney U / (n_pos n_neg) over class 1's score.
 
     The exact area needs every score: this metric keeps the scores and targets it is shown.
     The score of one output is that output; of one-hot (or label) targets, output column 1
@@ -150,9 +151,11 @@ def _auc(scores: Array, positive: Any) -> float:
 
 
 class R2(Metric):
-    """1 - sum((y - y_pred)^2) / sum((y - mean(y))^2) per output, averaged over outputs
-    (``r2_score``'s ``uniform_average``; an output with constant targets scores 1 if predicted
-    exactly, else 0). Accumulated as counts, means and squared deviations, merged exactly."""
+    """1 - sum((y - y_pred)^2) / sum((y - mean(y))^2) per output, averaged over outputs.
+
+    ``r2_score``'s ``uniform_average``; an output with constant targets scores 1 if predicted
+    exactly, else 0. Accumulated as counts, means and squared deviations, merged exactly.
+    """
 
     name = "r2"
 

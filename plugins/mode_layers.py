@@ -178,8 +178,9 @@ class BatchNorm(Layer):
 
 
 class LayerNorm(Layer):
-    """y = gamma (x - mean) / sqrt(var + eps) + beta over each row's features, as
-    ``torch.nn.LayerNorm(k)`` (biased variance; the same in training and inference).
+    """y = gamma (x - mean) / sqrt(var + eps) + beta, mean and var over each row's features.
+
+    As ``torch.nn.LayerNorm(k)`` (biased variance; the same in training and inference).
 
     ``elementwise_affine`` adds the learnt per-feature ``gamma`` (from 1) and ``beta`` (from 0).
     """

@@ -58,8 +58,11 @@ class ELU(Activation):
 
 
 class SELU(Activation):
-    """y = scale (x where x > 0, else alpha (exp(x) - 1)), alpha = 1.6732632..., scale =
-    1.0507009...; y' = scale where x > 0, else scale alpha exp(x)."""
+    """y = scale (x where x > 0, else alpha (exp(x) - 1)), alpha 1.67326..., scale 1.05070....
+
+    The constants are torch's (and the SELU paper's); y' = scale where x > 0, else scale alpha
+    exp(x).
+    """
 
     name = "selu"
     output_range = (-SELU_SCALE * SELU_ALPHA, math.inf)
@@ -76,8 +79,10 @@ class SELU(Activation):
 
 
 class GELU(Activation):
-    """y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2; approximate="tanh": y = x (1 + tanh(
-    sqrt(2/pi) (x + 0.044715 x^3))) / 2, as torch's gelu."""
+    """y = x (1 + erf(x / sqrt(2))) / 2; tanh: x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2.
+
+    As torch's gelu (``approximate`` "none" or "tanh"); y' = Phi(x) + x phi(x) (none).
+    """
 
     name = "gelu"
     output_range = (-0.17, math.inf)
@@ -107,8 +112,10 @@ class GELU(Activation):
 
 
 class Softplus(Activation):
-    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (torch's
-    softplus; defaults beta 1, threshold 20); y' = sigmoid(beta x), 1 above the threshold."""
+    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold; y' = sigmoid(beta x).
+
+    torch's softplus (defaults beta 1, threshold 20); the derivative is 1 above the threshold.
+    """
 
     name = "softplus"
     output_range = (0.0, math.inf)
@@ -146,8 +153,10 @@ class SiLU(Activation):
 
 
 class HardSigmoid(Activation):
-    """y = relu6(x + 3) / 6 = min(max(x + 3, 0), 6) / 6 (torch's and Keras 3's); y' = 1/6
-    where -3 < x < 3, else 0."""
+    """y = relu6(x + 3) / 6 = min(max(x + 3, 0), 6) / 6; y' = 1/6 where -3 < x < 3, else 0.
+
+    torch's and Keras 3's hard sigmoid.
+    """
 
     name = "hard_sigmoid"
     output_range = (0.0, 1.0)
@@ -178,8 +187,7 @@ class ReLU6(Activation):
 
 
 class Mish(Activation):
-    """y = x tanh(softplus(x)) = x tanh(log(1 + exp(x))); y' = t + x s (1 - t^2), t =
-    tanh(softplus(x)), s = sigmoid(x)."""
+    """y = x tanh(log(1 + exp(x))); y' = t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x))."""
 
     name = "mish"
     output_range = (-0.31, math.inf)

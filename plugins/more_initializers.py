@@ -43,8 +43,9 @@ class LecunUniform(Initializer):
 
 
 class Orthogonal(Initializer):
-    """gain * Q, Q from the QR decomposition of an N(0, 1) draw, signs fixed by diag(R)
-    (Saxe et al. 2014, as torch.nn.init.orthogonal_ and Keras): orthonormal columns when
+    """gain * Q, Q from the QR decomposition of an N(0, 1) draw with the signs of diag(R).
+
+    Saxe et al. 2014, as torch.nn.init.orthogonal_ and Keras: orthonormal columns when
     n_in >= n_out, else orthonormal rows; variance gain^2 / max(n_in, n_out).
 
     A 1-D shape (a bias) is one row: a random unit vector times ``gain``.
@@ -82,8 +83,10 @@ class Constant(Initializer):
 
 
 class TruncatedNormal(Initializer):
-    """N(0, 1) * std, values beyond 2 std redrawn (as Keras's TruncatedNormal); variance
-    std^2 (1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.7737 std^2."""
+    """N(0, 1) * std, values beyond 2 std redrawn (Keras's TruncatedNormal).
+
+    Variance std^2 (1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.7737 std^2.
+    """
 
     name = "truncated_normal"
 

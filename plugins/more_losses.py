@@ -49,8 +49,10 @@ class MAE(_ValueAndGrad):
 
 
 class Huber(_ValueAndGrad):
-    """L = 1/n sum(d^2 / 2 where |d| <= delta, else delta (|d| - delta / 2)), d = y_pred - y_true
-    (torch HuberLoss); gradient clip(d, -delta, delta) / n."""
+    """L = 1/n sum(d^2/2 where |d| <= delta, else delta (|d| - delta/2)), d = y_pred - y_true.
+
+    torch's HuberLoss; the gradient is clip(d, -delta, delta) / n.
+    """
 
     name = "huber"
 

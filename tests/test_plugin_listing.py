@@ -34,4 +34,6 @@ def test_every_builtin_plugin_is_listed_and_in_the_schema(capsys):
     for entry in _builtins():
         assert any(line.split()[:1] == [entry.name] for line in listed.splitlines()), entry.name
         assert f'"{entry.name}"' in schema, entry.name
-        assert (entry.cls.__doc__ or "").strip().splitlines()[0], entry.name
+        doc = (entry.cls.__doc__ or "").strip().splitlines()
+        assert doc[0], entry.name
+        assert len(doc) == 1 or not doc[1].strip(), f"{entry.name}: a one-line formula first"
