@@ -152,3 +152,8 @@ def test_validate_prints_the_advice_and_strict_fails(tmp_path, capsys):
     )
     assert main(["validate", "--strict", str(clean)]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_the_installed_example_package_declares_softsigns_range():
+    (w,) = advice(spec([{"type": "linear", "units": 1, "init": "he"}, "softsign"], "bce"))
+    assert w.path == "layers[1]" and "'softsign'" in str(w) and "[-1, 1]" in str(w)
