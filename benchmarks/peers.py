@@ -31,10 +31,12 @@ class TorchEager:
         batch_size: int | None = None,
         seed: int = 0,
         optimizer: str = "sgd",
+        after_hidden: tuple[str, ...] = (),
     ) -> None:
         import torch
 
         torch.set_num_threads(1)
+        torch.manual_seed(seed)  # dropout masks
         tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
         layers: list[torch.nn.Module] = []
         weights = init_weights(net, np.dtype(dtype))
@@ -46,6 +48,13 @@ class TorchEager:
             layers.append(lin)
             if i < len(weights) - 1:
                 layers.append(torch.nn.ReLU() if net.hidden == "relu" else torch.nn.Sigmoid())
+                for name in after_hidden:  # microfw's defaults: momentum 0.1, eps 1e-5, p 0.5
+                    if name == "batch_norm":
+                        layers.append(torch.nn.BatchNorm1d(W.shape[1], dtype=tdtype))
+                    elif name == "dropout":
+                        layers.append(torch.nn.Dropout(0.5))
+                    else:
+                        raise ValueError(f"no PyTorch layer for {name!r}")
             elif net.output == "sigmoid":
                 layers.append(torch.nn.Sigmoid())
         self.model = torch.nn.Sequential(*layers)

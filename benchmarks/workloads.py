@@ -21,16 +21,21 @@ class Workload:
     dtype: np.dtype
     batch_size: int | None
     epochs: int  # epochs per timed run
+    after_hidden: tuple[str, ...] = ()
+    """Layers after each hidden activation: ``("batch_norm", "dropout")``."""
 
-    def spec(self, optimizer: str = "sgd") -> dict[str, Any]:
+    def spec(self, optimizer: str = "sgd", after_hidden: bool = True) -> dict[str, Any]:
         """The microfw spec of this workload (same widths, activations, loss, lr); with
-        ``optimizer="adam"``, Adam at torch's default rate 1e-3 instead of SGD."""
+        ``optimizer="adam"``, Adam at torch's default rate 1e-3 instead of SGD; without the
+        :attr:`after_hidden` layers when ``after_hidden`` is false."""
         layers: list[Any] = []
         widths = self.net.widths
         for i, width in enumerate(widths[1:]):
             layers.append({"type": "linear", "units": width, "init": "xavier"})
             last = i == len(widths) - 2
             layers.append(self.net.output if last else self.net.hidden)
+            if not last and after_hidden:
+                layers.extend(self.after_hidden)
         return {
             "spec_version": 1,
             "input_dim": widths[0],
@@ -83,3 +88,19 @@ def mnist_shaped(batch_size: int, n: int = 60_000, seed: int = 0) -> Workload:
     Y = np.eye(10, dtype=np.float32)[labels]
     net = Net((784, 256, 128, 10), "relu", "softmax", "categorical_crossentropy", 0.01)
     return Workload(f"mnist-shaped b={batch_size}", net, X, Y, np.dtype(np.float32), batch_size, 1)
+
+
+def mnist_regularized(batch_size: int = 128, n: int = 60_000) -> Workload:
+    """:func:`mnist_shaped` with ``batch_norm`` and ``dropout`` (rate 0.5) after each hidden
+    layer (``linear, relu, batch_norm, dropout``)."""
+    plain = mnist_shaped(batch_size, n=n)
+    return Workload(
+        f"mnist-shaped + batch_norm + dropout b={batch_size}",
+        plain.net,
+        plain.X,
+        plain.Y,
+        plain.dtype,
+        batch_size,
+        1,
+        ("batch_norm", "dropout"),
+    )

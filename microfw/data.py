@@ -308,7 +308,14 @@ def targets_for(data: Dataset, n_outputs: int, loss: Loss | None = None) -> Arra
     if data.y is None:
         raise DataError(f"{data.source}: no targets")
     y = data.y.reshape(len(data.y), -1)
-    if y.shape[1] == 1 and n_outputs > 1:
+    if loss is not None and loss.target_dim(n_outputs) == 1 and n_outputs > 1:
+        if y.shape[1] != 1:
+            raise DataError(
+                f"{data.source}: loss {loss.name!r} takes one column of class labels, the "
+                f"targets have {y.shape[1]} columns"
+            )
+        _one_hot(y[:, 0], n_outputs, data.source)  # checks the labels
+    elif y.shape[1] == 1 and n_outputs > 1:
         y = _one_hot(y[:, 0], n_outputs, data.source)
     elif y.shape[1] != n_outputs:
         raise DataError(

@@ -96,6 +96,22 @@ class SpecError(MicrofwError, ValueError):
         return SpecError([join_path_problem(prefix, p) for p in self.problems], source=self.source)
 
 
+class SpecWarning(MicrofwError, UserWarning):
+    """Advice about a spec that is valid but probably not what was meant (the spec linter,
+    :mod:`microfw.spec.lint`): ``path`` says where (``layers[2]``), ``message`` what. A
+    ``UserWarning`` (and, once made an error, a :class:`MicrofwError`).
+
+    A warning, never an error: silence it with ``warnings.filterwarnings("ignore",
+    category=microfw.SpecWarning)``; make it one with ``"error"`` (``microfw validate
+    --strict`` does).
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(printable(f"{path or '<root>'}: {message}"))
+
+
 def join_path(prefix: str, path: str | int) -> str:
     """Join spec paths the way users write them: ``layers[2].units``."""
     if isinstance(path, int):

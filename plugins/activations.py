@@ -22,6 +22,8 @@ class Sigmoid(Activation):
     """y = 1 / (1 + exp(-x)), computed without overflow; y' = y (1 - y)."""
 
     name = "sigmoid"
+    output_range = (0.0, 1.0)
+    output_kind = "probability"
 
     def forward(self, x: Array) -> Array:
         return sigmoid(x)
@@ -49,6 +51,7 @@ class Tanh(Activation):
     """y = tanh(x); y' = 1 - y^2."""
 
     name = "tanh"
+    output_range = (-1.0, 1.0)
 
     def forward(self, x: Array) -> Array:
         return np.tanh(x)
@@ -73,6 +76,8 @@ class ReLU(Activation):
     """y = max(x, 0); y' = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     name = "relu"
+    output_range = (0.0, np.inf)
+    recommended_init = ("he", "he_uniform")
 
     def forward(self, x: Array) -> Array:
         return np.maximum(x, 0)
@@ -95,6 +100,8 @@ class LeakyReLU(Activation):
     """y = x where x > 0, else alpha x; y' = 1 where x > 0, else alpha."""
 
     name = "leaky_relu"
+    output_range = (-np.inf, np.inf)
+    recommended_init = ("he", "he_uniform")
 
     alpha: Annotated[float, Field(ge=0, lt=1)] = 0.01
 
@@ -124,6 +131,7 @@ class Identity(Activation):
     """y = x; y' = 1 (a linear output, e.g. for regression)."""
 
     name = "identity"
+    output_range = (-np.inf, np.inf)
 
     def forward(self, x: Array) -> Array:
         return x.copy()  # a new array, as from any other function: never the caller's own
@@ -144,4 +152,6 @@ class Identity(Activation):
 
 @hookimpl
 def register_activations() -> list[type[Activation]]:
-    return [Sigmoid, Tanh, ReLU, LeakyReLU, Identity]
+    from .more_activations import ACTIVATIONS
+
+    return [Sigmoid, Tanh, ReLU, LeakyReLU, Identity, *ACTIVATIONS]

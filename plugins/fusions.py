@@ -3,12 +3,14 @@
 Keyed on exact classes (a subclass with its own maths is never fused). The planner reads them;
 ``microfw.testing.check_fusion`` compares each with the plain methods of its classes.
 
-* ``linear`` followed by ``sigmoid``, ``tanh``, ``relu``, ``leaky_relu`` or ``identity``: one
+* ``linear`` followed by ``sigmoid``, ``tanh``, ``relu``, ``leaky_relu``, ``identity`` or
+  ``relu6``: one
   step computes ``f(x W + b)`` in the linear layer's output buffer (with numba, ``relu`` adds
   the bias in its own pass), its gradient over the incoming one where the activation allows,
   and skips the input gradient of the first layer.
-* ``sigmoid`` + ``bce`` and ``softmax`` + ``categorical_crossentropy``: the loss is computed
-  from the logits, without clipping, with the exact gradient ``(p - y) / m``.
+* ``sigmoid`` + ``bce``, ``softmax`` + ``categorical_crossentropy`` and ``softmax`` +
+  ``sparse_categorical_crossentropy``: the loss is computed from the logits, without
+  clipping, with the exact gradient ``(p - y) / m``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from . import kernels
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .layers import Linear, Softmax
 from .losses import BinaryCrossentropy, CategoricalCrossentropy, bce_from_logits, cce_from_logits
+from .more_activations import ReLU6
+from .more_losses import SparseCategoricalCrossentropy, sparse_cce_from_logits
 from .ops import dense_backward, sigmoid, sigmoid_into, softmax_into
 
 
@@ -77,6 +81,15 @@ def _copy(act: Any, y: Array, dy: Array, out: Array) -> None:
         np.copyto(out, dy)
 
 
+def _relu6_forward(act: Any, z: Array) -> None:
+    np.clip(z, 0, 6, out=z)
+
+
+def _relu6_backward(act: Any, y: Array, dy: Array, out: Array) -> None:
+    # 0 < y < 6 exactly where 0 < x < 6: the derivative follows from the output.
+    np.multiply(dy, (y > 0) & (y < 6), out=out)
+
+
 IN_PLACE: dict[type[Activation], InPlace] = {
     Sigmoid: InPlace(lambda a, z: sigmoid_into(z, z), _sigmoid_backward),
     Tanh: InPlace(lambda a, z: np.tanh(z, out=z), _tanh_backward),
@@ -88,6 +101,7 @@ IN_PLACE: dict[type[Activation], InPlace] = {
     ),
     LeakyReLU: InPlace(_leaky_forward, _leaky_backward),
     Identity: InPlace(lambda a, z: None, _copy, over_dy=True),
+    ReLU6: InPlace(_relu6_forward, _relu6_backward, over_dy=True),
 }
 """The built-in activations whose derivative follows from their output, run in place."""
 
@@ -150,7 +164,9 @@ def register_fusions() -> list[Rule]:
             Sigmoid,
             BinaryCrossentropy,
             forward=lambda act, z: sigmoid(z),
-            value_and_grad=lambda loss, z, p, y: bce_from_logits(z, p, y),
+            value_and_grad=lambda loss, z, p, y: bce_from_logits(
+                z, p, y, z.size if loss.reduction == "mean" else z.shape[0]
+            ),
             applies=lambda act, loss: not loss.from_logits,
         )
     )
@@ -160,6 +176,14 @@ def register_fusions() -> list[Rule]:
             CategoricalCrossentropy,
             forward=_softmax,
             value_and_grad=lambda loss, z, p, y: cce_from_logits(z, p, y),
+        )
+    )
+    rules.append(
+        LossFusion(
+            Softmax,
+            SparseCategoricalCrossentropy,
+            forward=_softmax,
+            value_and_grad=lambda loss, z, p, y: sparse_cce_from_logits(z, p, y),
         )
     )
     return rules

@@ -111,4 +111,6 @@ class Zeros(Initializer):
 
 @hookimpl
 def register_initializers() -> list[type[Initializer]]:
-    return [Plain, Xavier, He, GlorotUniform, GlorotNormal, Normal, Zeros]
+    from .more_initializers import INITIALIZERS
+
+    return [Plain, Xavier, He, GlorotUniform, GlorotNormal, Normal, Zeros, *INITIALIZERS]

@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
+
 from microfw.core.interfaces import Array
 
 
@@ -338,3 +340,100 @@ def _compiled(
         return numba.njit(cache=True, nogil=True, error_model=error_model)(function)
     except RuntimeError:  # no writable cache location: compile in memory each process
         return numba.njit(nogil=True, error_model=error_model)(function)
+
+
+def erf(x: Array, out: Array) -> None:
+    """``out[i] = math.erf(x[i])`` for 1-D ``x`` (compiled only), computed in float64."""
+    _compiled(_erf)(x, out)
+
+
+def _erf(x: Any, out: Any) -> None:
+    for i in range(x.size):
+        out[i] = math.erf(float(x[i]))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+"""splitmix64's constants (Steele, Lea and Flood 2014)."""
+
+
+def dropout_mask(
+    seed: int, threshold: int, x: Array, scale: float, keep: Array, out: Array
+) -> None:
+    """For every element ``i`` of 2-D ``x`` (row-major): ``keep[i] = splitmix64(seed, i) >>
+    32 >= threshold`` and ``out[i] = x[i] * keep[i] * scale`` (compiled only; the NumPy twin
+    is :func:`microfw_plugins.ops.dropout_keep`, with the same bits)."""
+    _compiled(_dropout_mask)(
+        np.uint64(seed), np.uint64(threshold), x, x.dtype.type(scale), keep, out
+    )
+
+
+def _dropout_mask(seed: Any, threshold: Any, x: Any, scale: Any, keep: Any, out: Any) -> None:
+    rows, cols = x.shape
+    s = seed
+    for i in range(rows):
+        for j in range(cols):
+            z = s + np.uint64(i * cols + j + 1) * _GOLDEN
+            z = (z ^ (z >> np.uint64(30))) * _MIX1
+            z = (z ^ (z >> np.uint64(27))) * _MIX2
+            z = z ^ (z >> np.uint64(31))
+            k = (z >> np.uint64(32)) >= threshold
+            keep[i, j] = k
+            out[i, j] = x[i, j] * scale if k else x[i, j] * 0
+
+
+def batch_norm_train(
+    x: Array, eps: float, gamma: Array, beta: Array, xhat: Array, y: Array, stats: Array
+) -> None:
+    """Training-mode batch normalisation of 2-D ``x`` in three passes (compiled only):
+    ``stats[0]`` the column means, ``stats[1]`` the biased variances, ``stats[2]`` ``1 /
+    sqrt(var + eps)`` (float64 sums), ``xhat = (x - mean) stats[2]`` and ``y = xhat gamma +
+    beta``. The NumPy twin is :class:`microfw_plugins.mode_layers.BatchNorm`'s own passes."""
+    _compiled(_batch_norm_train)(x, eps, gamma, beta, xhat, y, stats)
+
+
+def _batch_norm_train(
+    x: Any, eps: float, gamma: Any, beta: Any, xhat: Any, y: Any, stats: Any
+) -> None:
+    rows, cols = x.shape
+    mean, var, inv = stats[0], stats[1], stats[2]
+    mean[:] = 0.0
+    var[:] = 0.0
+    for i in range(rows):
+        for j in range(cols):
+            mean[j] += x[i, j]
+    for j in range(cols):
+        mean[j] /= rows
+    for i in range(rows):
+        for j in range(cols):
+            d = x[i, j] - mean[j]
+            var[j] += d * d
+    for j in range(cols):
+        var[j] /= rows
+        inv[j] = 1.0 / math.sqrt(var[j] + eps)
+    for i in range(rows):
+        for j in range(cols):
+            h = (x[i, j] - mean[j]) * inv[j]
+            xhat[i, j] = h
+            y[i, j] = h * gamma[j] + beta[j]
+
+
+def batch_norm_backward(dy: Array, xhat: Array, factor: Array, sums: Array, dx: Array) -> None:
+    """``sums[0] = sum(dy)``, ``sums[1] = sum(dy xhat)`` per column (float64), then ``dx =
+    factor (dy - sums[0] / m - xhat sums[1] / m)`` (compiled only), in two passes."""
+    _compiled(_batch_norm_backward)(dy, xhat, factor, sums, dx)
+
+
+def _batch_norm_backward(dy: Any, xhat: Any, factor: Any, sums: Any, dx: Any) -> None:
+    rows, cols = dy.shape
+    s, sx = sums[0], sums[1]
+    s[:] = 0.0
+    sx[:] = 0.0
+    for i in range(rows):
+        for j in range(cols):
+            s[j] += dy[i, j]
+            sx[j] += dy[i, j] * xhat[i, j]
+    for i in range(rows):
+        for j in range(cols):
+            dx[i, j] = factor[j] * (dy[i, j] - s[j] / rows - xhat[i, j] * (sx[j] / rows))

@@ -17,6 +17,7 @@ class Linear(Layer):
     """y = x W + b, with W (n_in, units) and b (units,)."""
 
     name = "linear"
+    output_range = (-np.inf, np.inf)
     example_params = {"units": 3}
 
     units: Annotated[int, Field(gt=0)]
@@ -69,6 +70,8 @@ class Softmax(Layer):
     """y_i = exp(x_i - max(x)) / sum_j exp(x_j - max(x)) per row; dx = y (dy - sum(dy y))."""
 
     name = "softmax"
+    output_range = (0.0, 1.0)
+    output_kind = "distribution"
 
     def output_dim(self, n_in: int) -> int:
         if n_in < 2:
@@ -109,4 +112,6 @@ class Softmax(Layer):
 
 @hookimpl
 def register_layers() -> list[type[Layer]]:
-    return [Linear, Softmax]
+    from .mode_layers import BatchNorm, Dropout, LayerNorm
+
+    return [Linear, Softmax, Dropout, BatchNorm, LayerNorm]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -14,6 +14,15 @@ from microfw.core.interfaces import Array
 from .ops import logsumexp_rows, row_sum, sigmoid
 
 Eps = Annotated[float, Field(gt=0, lt=0.5)]
+Reduction = Literal["mean", "sum_over_outputs"]
+"""How a loss reduces its element terms: ``mean`` over every element (``1/(m k)``), or
+``sum_over_outputs`` (a sum over the ``k`` outputs, a mean over the ``m`` samples: ``1/m``),
+scikit-learn's multi-output definition in its MLPs."""
+
+
+def _divisor(y_pred: Array, reduction: str) -> int:
+    """``m k`` for ``mean``, ``m`` for ``sum_over_outputs``."""
+    return int(y_pred.size) if reduction == "mean" else int(y_pred.shape[0])
 
 
 class _ValueAndGrad(Loss):
@@ -30,12 +39,20 @@ class _ValueAndGrad(Loss):
 
 
 class SquaredError(_ValueAndGrad):
-    """L = 1/(2m) * sum((y_pred - y_true)^2) over samples and outputs (the seeds' cost)."""
+    """L = 1/(2m) * sum((y_pred - y_true)^2) over samples and outputs (the seeds' cost).
+
+    ``reduction="sum_over_outputs"`` (the default) is that formula: a sum over outputs, a
+    mean over samples, whose gradient ``(y_pred - y_true) / m`` is the one scikit-learn's
+    ``MLPRegressor`` steps with (its reported ``loss_`` divides by ``k`` once more).
+    ``reduction="mean"``: 1/(2 m k) * sum, the mean over every element.
+    """
 
     name = "squared_error"
 
+    reduction: Reduction = "sum_over_outputs"
+
     def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
-        m = y_pred.shape[0]
+        m = _divisor(y_pred, self.reduction)
         g = np.subtract(y_pred, y_true, dtype=y_pred.dtype)
         value = float(np.vdot(g, g)) / (2 * m)
         g /= m
@@ -52,19 +69,25 @@ class BinaryCrossentropy(_ValueAndGrad):
     ``sigmoid``, a fusion rule computes the loss from the sigmoid's input instead, without
     clipping: the value and gradient (p - y) / (m k) of ``from_logits``, exact however wrong a
     sample is (PyTorch's ``binary_cross_entropy_with_logits``, Keras's ``from_logits=True``).
+
+    ``reduction="sum_over_outputs"`` divides by ``m`` instead of ``m k`` (a sum over outputs,
+    a mean over samples): scikit-learn's ``MLPClassifier`` loss on multilabel targets.
     """
 
     name = "bce"
+    prediction_range = (0.0, 1.0)
+    expects = "probability"
 
     eps: Eps = 1e-7
     from_logits: bool = False
+    reduction: Reduction = "mean"
 
     def value_and_grad(self, y_pred: Array, y_true: Array) -> tuple[float, Array]:
-        n = y_pred.size
+        n = _divisor(y_pred, self.reduction)
         if self.from_logits:
-            return bce_from_logits(y_pred, sigmoid(y_pred), y_true)
+            return bce_from_logits(y_pred, sigmoid(y_pred), y_true, n)
         p = np.clip(y_pred, self.eps, 1 - self.eps)
-        value = _bce_value(p, y_true)
+        value = _bce_value(p, y_true, n)
         g = np.subtract(p, y_true, dtype=p.dtype)
         p *= 1 - p
         p *= n
@@ -77,6 +100,9 @@ class BinaryCrossentropy(_ValueAndGrad):
     def decision_threshold(self) -> float:
         return 0.0 if self.from_logits else 0.5
 
+    def expected_range(self) -> tuple[float, float] | None:
+        return None if self.from_logits else self.prediction_range
+
 
 class CategoricalCrossentropy(_ValueAndGrad):
     """L = -1/m * sum(y log p) over samples and classes, p clipped to [eps, 1-eps].
@@ -88,6 +114,8 @@ class CategoricalCrossentropy(_ValueAndGrad):
     """
 
     name = "categorical_crossentropy"
+    prediction_range = (0.0, 1.0)
+    expects = "distribution"
 
     eps: Eps = 1e-7
 
@@ -117,9 +145,10 @@ class CategoricalCrossentropy(_ValueAndGrad):
             )
 
 
-def bce_from_logits(z: Array, p: Array, y: Array) -> tuple[float, Array]:
-    """mean(max(z, 0) - z y + log1p(exp(-|z|))) and its gradient (p - y) / n, p = sigmoid(z)."""
-    n = z.size
+def bce_from_logits(z: Array, p: Array, y: Array, n: int | None = None) -> tuple[float, Array]:
+    """sum(max(z, 0) - z y + log1p(exp(-|z|))) / n and its gradient (p - y) / n, p =
+    sigmoid(z); ``n`` defaults to ``z.size`` (the mean)."""
+    n = z.size if n is None else n
     terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
     g = np.subtract(p, y, dtype=p.dtype)
     g /= n
@@ -137,9 +166,9 @@ def cce_from_logits(z: Array, p: Array, y: Array) -> tuple[float, Array]:
     return value, g
 
 
-def _bce_value(p: Array, y: Array) -> float:
-    """-mean(y log p + (1 - y) log(1 - p)), for p already within the clip range."""
-    return -float(np.vdot(y, np.log(p)) + np.vdot(1 - y, np.log1p(-p))) / p.size
+def _bce_value(p: Array, y: Array, n: int) -> float:
+    """-sum(y log p + (1 - y) log(1 - p)) / n, for p already within the clip range."""
+    return -float(np.vdot(y, np.log(p)) + np.vdot(1 - y, np.log1p(-p))) / n
 
 
 def _cce_value(p: Array, y: Array) -> float:
@@ -160,4 +189,6 @@ def _check_in_range(name: str, y: Array, low: float, high: float) -> None:
 
 @hookimpl
 def register_losses() -> list[type[Loss]]:
-    return [SquaredError, BinaryCrossentropy, CategoricalCrossentropy]
+    from .more_losses import LOSSES
+
+    return [SquaredError, BinaryCrossentropy, CategoricalCrossentropy, *LOSSES]

@@ -6,10 +6,12 @@ pay. Each function computes one formula; the plugins read as their maths and cal
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from microfw import Array, WorkBuffer
 
@@ -131,3 +133,34 @@ def dense_backward(
     else:
         np.matmul(dz, W.T, out=out)
     return out
+
+
+_erf_object = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: Array) -> Array:
+    """The error function element-wise, in ``x``'s dtype: ``math.erf`` (the C library's, as
+    torch uses) on every element, through the compiled kernel when numba is available."""
+    out = np.empty(x.shape, x.dtype)  # C order, so that reshape(-1) is a view
+    if kernels.available():
+        kernels.erf(np.ravel(x), out.reshape(-1))
+    else:
+        out[...] = _erf_object(x.astype(np.float64))
+    return out
+
+
+def dropout_keep(seed: int, threshold: int, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """The dropout mask of :func:`.kernels.dropout_mask` in NumPy: element ``i`` (row-major,
+    from 0) is kept where the high 32 bits of ``splitmix64(seed + (i + 1) * golden)`` are at
+    least ``threshold``."""
+    z = np.arange(1, math.prod(shape) + 1, dtype=np.uint64)
+    z *= kernels._GOLDEN  # unsigned arithmetic wraps around, as splitmix64 wants
+    z += np.uint64(seed)
+    z ^= z >> np.uint64(30)
+    z *= kernels._MIX1
+    z ^= z >> np.uint64(27)
+    z *= kernels._MIX2
+    z ^= z >> np.uint64(31)
+    z >>= np.uint64(32)
+    keep: NDArray[np.bool_] = (z >= np.uint64(threshold)).reshape(shape)
+    return keep

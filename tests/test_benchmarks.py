@@ -60,3 +60,30 @@ def test_quick_blas_run_compares_auto_with_pinned_counts_idle_and_busy() -> None
 
 def run_benchmarks_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_module(module, *args, cwd=ROOT, timeout=600)
+
+
+def test_the_batch_norm_dropout_row_compares_with_the_same_network_without_them() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import run, workloads
+    finally:
+        sys.path.remove(str(ROOT))
+    wl = workloads.mnist_regularized(128, n=256)
+    types = [layer if isinstance(layer, str) else layer["type"] for layer in wl.spec()["layers"]]
+    assert types == [
+        *("linear", "relu", "batch_norm", "dropout"),
+        *("linear", "relu", "batch_norm", "dropout"),
+        *("linear", "softmax"),
+    ]
+    assert wl.spec(after_hidden=False) == workloads.mnist_shaped(128, n=256).spec()
+    entrants, _ = run.contestants(wl)
+    names = [c.name for c in entrants]
+    assert names[:2] == ["microfw", "microfw plain"]
+    assert set(names) <= {"microfw", "microfw plain", "torch eager"}
+    assert all(c.run(1) > 0 for c in entrants[:2])
+    assert run.TARGETS["mnist128-bn-dropout"] == [
+        ("microfw", "torch eager", 1 / 1.3),
+        ("microfw", "microfw plain", 1.3),
+    ]

@@ -302,6 +302,7 @@ def test_plugins_lists_every_kind_with_its_package(capsys: pytest.CaptureFixture
         "optimizer:",
         "schedule:",
         "regularizer:",
+        "metric:",
     ]
     registry = mf.Registry()
     for entry in registry.entries():

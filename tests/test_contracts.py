@@ -12,6 +12,7 @@ EXPECTED_CHECKS = {
         "check_schema",
         "check_shapes_and_dtypes",
         "check_layer_gradient",
+        "check_inference_mode",
         "check_fast_paths",
     },
     "activation": {
@@ -26,6 +27,7 @@ EXPECTED_CHECKS = {
     "optimizer": {"check_schema", "check_optimizer"},
     "schedule": {"check_schema", "check_schedule"},
     "regularizer": {"check_schema", "check_regularizer"},
+    "metric": {"check_schema", "check_metric"},
 }
 
 
@@ -40,8 +42,12 @@ def test_every_registered_fusion_rule_agrees_with_the_plain_methods(fusion_entry
 
 def test_the_builtin_fusion_rules_are_registered(registry):
     labels = {f.rule.label() for f in registry.fusions()}
-    dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity")}
-    assert labels == dense | {"sigmoid+bce", "softmax+categorical_crossentropy"}
+    dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "relu6")}
+    assert labels == dense | {
+        "sigmoid+bce",
+        "softmax+categorical_crossentropy",
+        "softmax+sparse_categorical_crossentropy",
+    }
 
 
 def test_check_plugin_by_name(plugin_entry, registry):

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a spec; print its layers or every problem")
     p.add_argument("spec", metavar="SPEC", help="the JSON spec")
+    p.add_argument(
+        "--strict", action="store_true", help="treat the linter's warnings as errors (exit 1)"
+    )
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("plugins", help="list every registered plugin with its package")
@@ -440,14 +443,27 @@ def _existing(path: str, what: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        model = mf.build(_existing(args.spec, "spec file"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", mf.SpecWarning)
+            model = mf.build(_existing(args.spec, "spec file"))
     except SpecError as exc:
         print(f"{args.spec}: invalid, {len(exc.problems)} problem(s):")
         for problem in exc.problems:
             print(f"  {problem}")
         return 1
+    advice = [w.message for w in caught if isinstance(w.message, mf.SpecWarning)]
+    for w in caught:  # other warnings go on as usual
+        if not isinstance(w.message, mf.SpecWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if advice and args.strict:
+        print(f"{args.spec}: invalid (--strict), {len(advice)} warning(s):")
+        for warning in advice:
+            print(f"  {warning}")
+        return 1
     print(f"{args.spec}: valid")
     print(summary_text(model))
+    for warning in advice:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Initializer,
         Layer,
         Loss,
+        Metric,
         Optimizer,
         Regularizer,
         Schedule,
@@ -79,6 +80,12 @@ def register_regularizers() -> list[type[Regularizer]]:
 
 
 @hookspec
+def register_metrics() -> list[type[Metric]]:
+    """Return :class:`~microfw.Metric` subclasses (scores ``fit`` and ``evaluate`` report)."""
+    raise NotImplementedError
+
+
+@hookspec
 def register_fusions() -> list[Rule]:
     """Return fusion rules (:class:`~microfw.core.fusions.Fusion` and
     :class:`~microfw.core.fusions.LossFusion`): how consecutive steps of a model may run
@@ -100,6 +107,7 @@ HOOKS: dict[str, str] = {
     "optimizer": "register_optimizers",
     "schedule": "register_schedules",
     "regularizer": "register_regularizers",
+    "metric": "register_metrics",
 }
 """The hook that registers each plugin kind."""
 

@@ -129,6 +129,13 @@ class Store(Protocol):
         an optimizer) and return it; update it in place."""
         ...
 
+    def stream(self, name: str) -> np.random.Generator:
+        """A random stream of the layer's own (dropout masks...), derived from the model's
+        seed and the layer's full name (``layers.3.mask``), so that a run repeats exactly and
+        no other stream (initialisation, shuffling) shifts when a layer draws. Keep it: every
+        call returns a new generator in the same starting state."""
+        ...
+
 
 InitLike = Any
 """An :class:`Initializer`, a ``(shape, rng) -> array`` callable or a number."""
@@ -152,9 +159,31 @@ class Layer(Plugin, abc.ABC):
     work buffers the layer reuses on its next call (callers consume them before that);
     ``training=False`` returns a fresh array.
 
+    **Training mode.** ``forward(x, training)`` says which mode the model runs in: ``fit``
+    runs its batches with ``training=True`` (followed by :meth:`backward`); validation,
+    ``evaluate`` and ``predict`` call ``training=False`` (inference). A layer whose two modes
+    compute different things (``dropout`` draws masks in training only; ``batch_norm`` uses
+    batch statistics in training and running statistics in inference) sets
+    :attr:`modes_differ`; an inference forward never changes the model (parameters, state,
+    random streams) and is repeatable.
+
     Speed is not the layer's business: fused and in-place execution are rules registered
     with the ``register_fusions`` hook (see :mod:`microfw.core.fusions`).
     """
+
+    output_range: ClassVar[tuple[float, float] | None] = None
+    """Lint metadata: the interval every output lies in (``(0.0, 1.0)`` for softmax,
+    ``(-inf, inf)`` for linear); None when unknown or unstated. The spec linter
+    (:mod:`microfw.spec.lint`) compares it with what the loss expects."""
+    output_kind: ClassVar[str | None] = None
+    """Lint metadata: ``"distribution"`` when each output row sums to 1 (softmax),
+    ``"probability"`` when each output is a probability on its own (sigmoid), else None."""
+    last_layer_advice: ClassVar[str | None] = None
+    """Lint metadata: the warning to give when this layer ends a model (dropout), or None."""
+    modes_differ: ClassVar[bool] = False
+    """True when ``forward(x, training=True)`` computes something else than
+    ``forward(x, training=False)`` (dropout, batch normalisation); the contract checks then
+    check each mode on its own instead of comparing them."""
 
     def output_dim(self, n_in: int) -> int:
         """The output width for input width ``n_in``; raise ``ValueError`` if ``n_in`` is unfit.
@@ -193,7 +222,19 @@ class Activation(Plugin, abc.ABC):
     """An element-wise function ``y = f(x)``; the core wraps it as a parameter-free layer.
 
     Functions that mix elements of a row (softmax) are layers, not activations.
+
+    Lint metadata (class attributes, read by :mod:`microfw.spec.lint`): :attr:`output_range`
+    and :attr:`output_kind` as for :class:`Layer`, and :attr:`recommended_init`.
     """
+
+    output_range: ClassVar[tuple[float, float] | None] = None
+    """The interval every output lies in, e.g. ``(0.0, 1.0)`` for sigmoid; None: unstated."""
+    output_kind: ClassVar[str | None] = None
+    """``"probability"`` when each output is a probability (sigmoid), else None."""
+    recommended_init: ClassVar[tuple[str, ...]] = ()
+    """Initializer names suited to the layer right before this activation (``("he",
+    "he_uniform")`` for relu); the linter suggests the first when that layer uses another.
+    Empty: no advice."""
 
     @abc.abstractmethod
     def forward(self, x: Array) -> Array:
@@ -232,7 +273,28 @@ class Loss(Plugin, abc.ABC):
     :meth:`value` is a **mean over the batch** (each plugin documents its exact reduction, e.g.
     ``1/(2m)`` times the sum of squares), so losses of batches of different sizes compare;
     :meth:`grad` is the gradient of exactly that value, so it already contains the ``1/m``.
+
+    Lint metadata (class attributes, read by :mod:`microfw.spec.lint`):
+    :attr:`prediction_range` and :attr:`expects`.
     """
+
+    prediction_range: ClassVar[tuple[float, float] | None] = None
+    """The interval predictions must lie in (``(0.0, 1.0)`` for a loss on probabilities);
+    None: any. :meth:`expected_range` may refine it per instance."""
+    expects: ClassVar[str | None] = None
+    """``"probability"`` (each output a probability on its own, bce) or ``"distribution"``
+    (rows summing to 1, cross-entropy): the ``output_kind`` the last layer should have."""
+
+    def expected_range(self) -> tuple[float, float] | None:
+        """The interval this instance's predictions must lie in (default
+        :attr:`prediction_range`; ``bce`` with ``from_logits`` takes any value)."""
+        return self.prediction_range
+
+    def target_dim(self, n_outputs: int) -> int:
+        """The number of target columns for a model with ``n_outputs`` outputs (default: the
+        same). A loss on integer class labels returns 1: its targets are ``(n_samples, 1)``
+        labels in ``0 .. n_outputs - 1`` (a 1-D ``y`` is accepted as that column)."""
+        return n_outputs
 
     @abc.abstractmethod
     def value(self, y_pred: Array, y_true: Array) -> float:
@@ -418,9 +480,40 @@ def clip_grad_norm(grads: list[Array], max_norm: float) -> float:
     return total
 
 
+@_interface("metric")
+class Metric(Plugin, abc.ABC):
+    """A score of predictions against targets, accumulated batch by batch.
+
+    ``fit`` (per epoch, on the training batches and on the validation set), ``evaluate`` and
+    the CLI call :meth:`start` once, :meth:`update` for every batch, then :meth:`result`.
+    Arrays handed to :meth:`update` may be work buffers reused for the next batch: copy what
+    you keep, and keep only what the score needs (counts and sums where the metric allows).
+    The result is logged under the metric's ``name`` (``val_<name>`` on validation data).
+    """
+
+    greater_is_better: ClassVar[bool] = True
+    """Whether a larger result is better (``EarlyStopping(mode="auto")`` reads it)."""
+
+    @abc.abstractmethod
+    def start(self, loss: Loss, y_true: Array) -> None:
+        """Forget earlier batches. ``loss`` is the model's (its
+        :meth:`~Loss.decision_threshold` says where class 1 starts for one output);
+        ``y_true`` holds every target the coming batches will show, to choose how to read
+        them (one-hot rows, labels, 0/1 columns); do not keep it. Raise ``ValueError`` if the
+        metric cannot score such targets."""
+
+    @abc.abstractmethod
+    def update(self, y_pred: Array, y_true: Array) -> None:
+        """Add one batch: ``y_pred`` ``(m, n_outputs)``, ``y_true`` as the model's targets."""
+
+    @abc.abstractmethod
+    def result(self) -> float:
+        """The score of every batch since :meth:`start`, a Python float."""
+
+
 INTERFACES: dict[str, type[Plugin]] = {
     cls.kind: cls
-    for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule, Regularizer)
+    for cls in (Layer, Activation, Loss, Initializer, Optimizer, Schedule, Regularizer, Metric)
 }
 """The plugin kinds and their interfaces, in the order specs mention them."""
 

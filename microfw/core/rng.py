@@ -9,6 +9,7 @@ seed tutorials' ``np.random.seed(s); np.random.randn(n_out, n_in)`` draws.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,6 +52,9 @@ class Streams:
     init: RNG
     shuffle: np.random.Generator
     split: np.random.Generator
+    layers: np.random.SeedSequence
+    """Where layers' own streams (dropout masks) derive from, one per name
+    (:func:`named_stream`)."""
 
 
 def make_streams(seed: int | None, kind: RngKind = "pcg64") -> Streams:
@@ -60,10 +64,20 @@ def make_streams(seed: int | None, kind: RngKind = "pcg64") -> Streams:
     splitting still use spawned PCG64 streams (the tutorials never shuffled).
     """
     sequence = np.random.SeedSequence(seed)
-    init_seq, shuffle_seq, split_seq = sequence.spawn(3)
+    # A fourth child leaves the first three (and so every earlier stream) unchanged.
+    init_seq, shuffle_seq, split_seq, layer_seq = sequence.spawn(4)
     init: RNG
     if kind == "legacy":
         init = LegacyRNG(np.random.RandomState(seed))
     else:
         init = np.random.default_rng(init_seq)
-    return Streams(init, np.random.default_rng(shuffle_seq), np.random.default_rng(split_seq))
+    shuffle, split = np.random.default_rng(shuffle_seq), np.random.default_rng(split_seq)
+    return Streams(init, shuffle, split, layer_seq)
+
+
+def named_stream(seeds: np.random.SeedSequence, name: str) -> np.random.Generator:
+    """A generator derived from ``seeds`` and ``name`` alone: the same name always starts in
+    the same state, whatever other streams were made or drawn from before."""
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    child = np.random.SeedSequence(seeds.entropy, spawn_key=(*seeds.spawn_key, key))
+    return np.random.default_rng(child)

@@ -14,9 +14,11 @@ from microfw.core.rng import RngKind, make_streams
 from microfw.errors import PluginError, Problem, SpecError, short_repr
 from microfw.nn.plan import PlanMode, make_plan, plugin_of
 from microfw.nn.store import ParameterStore
+from microfw.spec.lint import lint
+from microfw.spec.lint import warn as warn_lint
 from microfw.spec.models import SPEC_VERSION, ModelSpec, Resolved, TrainingSpec, read_spec, resolve
 from microfw.train.loop import all_finite, fit
-from microfw.train.metrics import accuracy_for
+from microfw.train.metrics import accuracy_for, create_metrics, scores
 
 if TYPE_CHECKING:
     from microfw.train.callbacks import Callback
@@ -35,11 +37,14 @@ def build(
     """Build a model from a spec (a :class:`ModelSpec`, dict, JSON text or path).
 
     Plugin names are resolved through ``registry`` (default: the current registry); ``plan``
-    is as in :class:`Sequential`.
+    is as in :class:`Sequential`. Advice from the spec linter (:mod:`microfw.spec.lint`,
+    e.g. ``bce`` after a ``linear`` output) comes as :class:`~microfw.SpecWarning` warnings.
     """
     registry = registry or current_registry()
     data, origin = read_spec(spec)
-    return Sequential._from_resolved(resolve(data, registry, source=origin), registry, plan)
+    resolved = resolve(data, registry, source=origin)
+    warn_lint(lint(resolved.layers, resolved.layer_paths, resolved.loss), stacklevel=2)
+    return Sequential._from_resolved(resolved, registry, plan)
 
 
 class Sequential:
@@ -126,7 +131,7 @@ class Sequential:
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))
         self.output_dim: int = widths[-1]
-        self.store = ParameterStore(self.dtype, self.streams.init)
+        self.store = ParameterStore(self.dtype, self.streams.init, self.streams.layers)
         self.store.build(
             [
                 (f"layers.{i}", layer, n_in)
@@ -180,7 +185,8 @@ class Sequential:
     # -- numerics --------------------------------------------------------------------------
 
     def forward(self, X: Array, training: bool = False) -> Array:
-        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``.
+        """Outputs ``(n_samples, n_outputs)`` of already validated input ``X``, in inference
+        mode (as ``predict``, ``evaluate`` and validation run) unless ``training``.
 
         The output's shape and dtype are checked at the model boundary (a tuple comparison);
         a plugin that returns the wrong shape for some batch is named (:class:`PluginError`).
@@ -232,14 +238,22 @@ class Sequential:
         return self.forward(self.check_X(X))
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
-        """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``.
+        """``{"loss": ..., "accuracy": ...}`` on ``(X, y)``, in inference mode.
 
         ``loss`` includes the regularizers' penalties, as in Keras. ``accuracy`` is reported
-        when every target is 0 or 1 (see :mod:`microfw.train.metrics`).
+        when every target is 0 or 1 (see :mod:`microfw.train.metrics`); with ``metrics`` in
+        the training section, those metrics instead.
         """
         X, y = self.check_data(X, y)
         out = self.forward(X)
         result = {"loss": self.loss.value(out, y) + self.store.penalty()}
+        if self.training.metrics is not None:
+            metrics = create_metrics(self.registry, self.training.metrics)
+            for metric in metrics:
+                metric.start(self.loss, y)
+                metric.update(out, y)
+            result.update(scores(metrics))
+            return result
         accuracy = accuracy_for(y, self.loss)
         if accuracy is not None:
             result["accuracy"] = accuracy(out, y)
@@ -385,17 +399,26 @@ class Sequential:
         shape = y.shape
         if y.ndim == 1:
             y = y.reshape(-1, 1)
-        if y.shape != (X.shape[0], self.output_dim):
+        width = self.loss.target_dim(self.output_dim)  # 1 for integer class labels
+        if y.shape != (X.shape[0], width):
+            labels = (
+                f", class labels for loss {self.loss.name!r}" if width != self.output_dim else ""
+            )
             raise ValueError(
                 f"y has shape {shape}; expected "
-                f"({X.shape[0]}, {self.output_dim}) (X has {X.shape[0]} rows, the model "
-                f"{self.output_dim} output(s))"
-                + ("; a 1-D y is allowed for one output" if self.output_dim == 1 else "")
+                f"({X.shape[0]}, {width}) (X has {X.shape[0]} rows, the model "
+                f"{self.output_dim} output(s){labels})"
+                + ("; a 1-D y is allowed for one column" if width == 1 else "")
             )
         if not X.shape[0]:
             raise ValueError("no samples: X and y have 0 rows")
         y = _finite(_cast(y, self.dtype), "y")
         self.loss.check_targets(y)
+        if width != self.output_dim and y.size and (y.max() >= self.output_dim):
+            raise ValueError(
+                f"class labels must lie in 0 .. {self.output_dim - 1} for a model with "
+                f"{self.output_dim} outputs, got {y.max():g}"
+            )
         return X, y
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from microfw.core.interfaces import RNG, Array, Layer, Regularizer
+from microfw.core.rng import named_stream
 from microfw.errors import PluginError
 
 
@@ -104,6 +105,15 @@ class _LayerStore:
     def add_state(self, name: str, shape: tuple[int, ...], init: Any) -> Array:
         return self._declare(name, shape, init, trainable=False)
 
+    def stream(self, name: str) -> np.random.Generator:
+        where = f"{self._declared.prefix}.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise PluginError(f"{where}: stream names must be identifiers, got {name!r}")
+        generator = self._owner.stream(where)
+        if self._bind:
+            self._owner.streams[where] = generator
+        return generator
+
     def grad(self, name: str) -> Array:
         if name not in self._grads:
             known = [n for n, *_ in self._declared.items]
@@ -171,11 +181,18 @@ class ParameterStore:
     Args:
         dtype: the model's dtype.
         rng: the initialisation stream layers draw their initial values from.
+        seeds: the seed sequence layers' own streams (:meth:`stream`) derive from; None
+            draws fresh entropy.
     """
 
-    def __init__(self, dtype: np.dtype[Any], rng: RNG) -> None:
+    def __init__(
+        self, dtype: np.dtype[Any], rng: RNG, seeds: np.random.SeedSequence | None = None
+    ) -> None:
         self.dtype = np.dtype(dtype)
         self.rng = rng
+        self.seeds = seeds if seeds is not None else np.random.SeedSequence()
+        self.streams: dict[str, np.random.Generator] = {}
+        """The streams layers took while being bound, by full name."""
         self.params: Array = np.zeros(0, self.dtype)
         self.grads: Array = np.zeros(0, self.dtype)
         self.state: Array = np.zeros(0, self.dtype)
@@ -278,6 +295,11 @@ class ParameterStore:
             total += reg.value(w)
             reg.add_grad(w, g)
         return total
+
+    def stream(self, name: str) -> np.random.Generator:
+        """A new generator for the full name ``name``, in a state that depends only on the
+        seed sequence and the name (:func:`microfw.core.rng.named_stream`)."""
+        return named_stream(self.seeds, name)
 
     # -- legacy mirrors --------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class TrainingSpec(BaseModel):
     blas_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=MAX_BLAS_THREADS)] | None = "auto"
     """BLAS threads while training: "auto" (one for small batches, else the fastest count
     as timed during the fit), a count, or null to leave BLAS as it is."""
+    metrics: list[str | dict[str, Any]] | None = None
+    """Metric plugins fit and evaluate report (``["accuracy", "f1"]``; validation ones
+    prefixed ``val_``); null reports accuracy where the targets are 0/1 or class labels."""
 
     def updated(self, **overrides: Any) -> TrainingSpec:
         """A copy with ``overrides`` applied; :class:`~microfw.SpecError` lists every problem."""
@@ -206,6 +209,8 @@ def resolve(
     optimizer = _create(
         registry, "optimizer", data.get("optimizer", DEFAULT_OPTIMIZER), "optimizer", problems
     )
+    if settings is not None and settings.training.metrics is not None:
+        _check_metrics(settings.training.metrics, registry, problems)
     if settings is not None and settings.rng == "legacy" and (settings.seed or 0) >= 2**32:
         message = "the legacy RNG (numpy RandomState) needs a seed below 2**32"
         problems.append(Problem("seed", message, settings.seed, True))
@@ -222,6 +227,22 @@ def resolve(
         optimizer,
         [path for path, _ in layers],
     )
+
+
+def _check_metrics(refs: list[Any], registry: Registry, problems: list[Problem]) -> None:
+    """Every metric of the training section exists, builds, and appears once."""
+    seen: dict[str, int] = {}
+    for i, ref in enumerate(refs):
+        path = f"training.metrics[{i}]"
+        metric = _create(registry, "metric", ref, path, problems)
+        if metric is None:
+            continue
+        if metric.name in seen:
+            message = (
+                f"{metric.name!r} is listed twice (also training.metrics[{seen[metric.name]}])"
+            )
+            problems.append(Problem(path, message))
+        seen.setdefault(metric.name, i)
 
 
 def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:

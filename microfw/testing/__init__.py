@@ -19,7 +19,8 @@ parameter declares ``example_params`` so that the checks can build it.
 The checks each kind gets:
 
 =============  ==========================================================================
-layer          check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths
+layer          check_schema, check_shapes_and_dtypes, check_layer_gradient,
+               check_inference_mode, check_fast_paths
 activation     check_schema, check_shapes_and_dtypes, check_elementwise,
                check_activation_gradient, check_fast_paths
 loss           check_schema, check_shapes_and_dtypes, check_loss_gradient, check_fast_paths
@@ -27,6 +28,7 @@ initializer    check_schema, check_initializer
 optimizer      check_schema, check_optimizer
 schedule       check_schema, check_schedule
 regularizer    check_schema, check_regularizer
+metric         check_schema, check_metric
 =============  ==========================================================================
 
 How the checks judge:
@@ -64,6 +66,7 @@ from microfw.core.interfaces import (
     Initializer,
     Layer,
     Loss,
+    Metric,
     Optimizer,
     Plugin,
     Regularizer,
@@ -218,13 +221,16 @@ def _activation_points(rng: np.random.Generator) -> Array:
 
 
 def _loss_points(loss: Loss, rng: np.random.Generator) -> tuple[Array, Array]:
-    """Predictions in (0.05, 0.95) and soft targets in (0, 1) whose rows sum to 1."""
+    """Predictions in (0.05, 0.95) and soft targets in (0, 1) whose rows sum to 1 (integer
+    labels for a loss whose :meth:`~microfw.Loss.target_dim` is 1)."""
     for k in (3, 2, 1):
         try:
             loss.check_output_dim(k)
         except ValueError:
             continue
         y_pred = rng.uniform(0.05, 0.95, (5, k))
+        if loss.target_dim(k) == 1 and k > 1:  # integer class labels
+            return y_pred, rng.integers(0, k, (5, 1)).astype(float)
         if k == 1:
             return y_pred, rng.uniform(0.05, 0.95, (5, 1))
         u = rng.uniform(0.1, 1.0, (5, k))
@@ -284,8 +290,11 @@ def check_loss_gradient(
 
 def built(layer: Layer, n_in: int, dtype: Any = np.float64, seed: int = SEED) -> ParameterStore:
     """Build ``layer`` for ``n_in`` inputs into a :class:`~microfw.nn.store.ParameterStore` of
-    its own (as a model would), initial values drawn from ``default_rng(seed)``."""
-    store = ParameterStore(np.dtype(dtype), np.random.default_rng(seed))
+    its own (as a model would), initial values drawn from ``default_rng(seed)``, the layer's
+    own streams derived from ``SeedSequence(seed)``."""
+    store = ParameterStore(
+        np.dtype(dtype), np.random.default_rng(seed), np.random.SeedSequence(seed)
+    )
     store.build([("layer", layer, n_in)])
     return store
 
@@ -304,7 +313,9 @@ def check_layer_gradient(
     random ``w`` (so ``dy = w``). The numerical gradients perturb the store's arrays, so a
     layer that copies its parameters instead of using them fails too. Also checked: a second
     backward overwrites the gradients rather than adding to them. The layer must be
-    deterministic.
+    deterministic given its random streams: every training forward of the check starts the
+    streams the layer took from the store (``store.stream``) in the same state, so a dropout
+    layer draws the same mask each time.
     """
     with _checking("check_layer_gradient", plugin, (Layer,), registry) as make:
         layer = make()
@@ -317,11 +328,13 @@ def check_layer_gradient(
             p += rng.standard_normal(p.shape)
         x = rng.standard_normal((5, n_in))
         w = rng.standard_normal((5, n_out))
+        replay = _replayer(store)
         layer.forward(x, training=True)
         dx = layer.backward(w.copy())
         grads = [np.array(store.grad(name), dtype=np.float64) for name in names]
 
         def objective() -> float:
+            replay()
             return float(np.vdot(w, layer.forward(x, training=True)))
 
         _compare_gradients(
@@ -331,6 +344,7 @@ def check_layer_gradient(
             numeric = _numeric_gradient(objective, p)
             _compare_gradients(f"gradient of {name[6:]} (shape {p.shape})", g, numeric, rtol)
 
+        replay()
         layer.forward(x, training=True)
         layer.backward(w.copy())
         for name, g in zip(names, grads, strict=True):
@@ -340,6 +354,68 @@ def check_layer_gradient(
                 raise AssertionError(
                     f"a second backward changed the gradient of {name[6:]} (|second| / "
                     f"|first| = {ratio:.4g}): gradients must be overwritten, not accumulated"
+                )
+
+
+def _replayer(store: ParameterStore) -> Callable[[], None]:
+    """A function putting every stream the layer took from ``store`` back in its present state."""
+    states = {name: g.bit_generator.state for name, g in store.streams.items()}
+
+    def replay() -> None:
+        for name, state in states.items():
+            store.streams[name].bit_generator.state = state
+
+    return replay
+
+
+def check_inference_mode(
+    plugin: PluginRef, *, registry: Registry | None = None, n_in: int = 4
+) -> None:
+    """An inference forward (``training=False``) changes nothing and repeats exactly.
+
+    The layer is built in float64 and run in training mode first (forward and backward, so
+    that running statistics move away from their initial values); then two inference
+    forwards on the same rows must return equal, fresh arrays (neither the input nor an array
+    of the store) and leave the parameters, the state and the layer's random streams as they
+    were. (Layers whose modes compute the same thing are compared across modes by
+    :func:`check_fast_paths`.)
+    """
+    with _checking("check_inference_mode", plugin, (Layer,), registry) as make:
+        layer = make()
+        rng = np.random.default_rng(SEED)
+        n_out = layer.output_dim(n_in)
+        store = built(layer, n_in)
+        x = rng.standard_normal((5, n_in))
+        layer.forward(x, training=True)
+        layer.backward(rng.standard_normal((5, n_out)))
+        before = (store.params.copy(), store.state.copy())
+        streams = {name: g.bit_generator.state for name, g in store.streams.items()}
+        x_before = x.copy()
+        first = layer.forward(x, training=False)
+        _expect_array("forward(training=False)", first, (5, n_out), np.float64)
+        first = first.copy() if first is x else first
+        kept = np.array(first)
+        second = layer.forward(x, training=False)
+        if not np.array_equal(kept, second):
+            raise AssertionError("two inference forwards on the same rows differ")
+        if any(second is a or np.shares_memory(second, a) for a in (x, store.params, store.state)):
+            raise AssertionError(
+                "forward(training=False) returned the input or a view of the store's arrays; "
+                "it must return a fresh array"
+            )
+        if not np.array_equal(x, x_before):
+            raise AssertionError("forward(training=False) changed its input")
+        for what, old, new in (
+            ("parameters", before[0], store.params),
+            ("state", before[1], store.state),
+        ):
+            if not np.array_equal(old, new):
+                raise AssertionError(f"forward(training=False) changed the model's {what}")
+        for name, g in store.streams.items():
+            if g.bit_generator.state != streams[name]:
+                raise AssertionError(
+                    f"forward(training=False) drew from the random stream {name[6:]!r}; "
+                    "inference must be deterministic"
                 )
 
 
@@ -426,8 +502,9 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
     Activation: ``forward_into`` writes ``forward(x)`` and ``backward_into`` writes
     ``dy * derivative(x, y)``, leaving ``x``, ``y`` and ``dy`` untouched. Loss:
     ``value_and_grad`` returns ``(value(...), grad(...))``. Layer: a training-mode forward
-    equals an inference-mode one. Agreement is to 1e-12 relative in float64 and 1e-5 in
-    float32. (Fusion rules are checked by :func:`check_fusion`.)
+    equals an inference-mode one (unless the layer declares ``modes_differ``). Agreement is
+    to 1e-12 relative in float64 and 1e-5 in float32. (Fusion rules are checked by
+    :func:`check_fusion`.)
     """
     with _checking("check_fast_paths", plugin, (Layer, Activation, Loss), registry) as make:
         for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
@@ -450,7 +527,8 @@ def check_fast_paths(plugin: PluginRef, *, registry: Registry | None = None) -> 
                 x = rng.standard_normal((5, 4)).astype(dtype)
                 inference = np.array(obj.forward(x, training=False))
                 trained = obj.forward(x, training=True)
-                _expect_same(f"forward(training=True) ({label})", trained, inference, rtol)
+                if not obj.modes_differ:  # else each mode is checked on its own
+                    _expect_same(f"forward(training=True) ({label})", trained, inference, rtol)
 
 
 def _activation_fast_paths(
@@ -525,7 +603,7 @@ def _check_layer_fusion(rule: Fusion, dtype: np.dtype[Any], rtol: float) -> None
         plugins, layers = _instances(rule.pattern)
         if rule.applies is not None and not rule.applies(plugins):
             raise AssertionError("applies() is false for the classes' example_params")
-        store = ParameterStore(dtype, np.random.default_rng(SEED))
+        store = ParameterStore(dtype, np.random.default_rng(SEED), np.random.SeedSequence(SEED))
         widths = [n_in]
         for layer in layers:
             widths.append(layer.output_dim(widths[-1]))
@@ -584,7 +662,10 @@ def _check_loss_fusion(rule: LossFusion, dtype: np.dtype[Any], rtol: float) -> N
         )
     z = rng.uniform(-2, 2, (6, k)).astype(dtype)
     p_plain = np.array(layer.forward(z.copy(), True))
-    y_true = _targets_like(p_plain, rng).astype(dtype)
+    if loss.target_dim(k) == 1:  # integer class labels
+        y_true = rng.integers(0, k, (6, 1)).astype(dtype)
+    else:
+        y_true = _targets_like(p_plain, rng).astype(dtype)
     value, g = loss.value_and_grad(p_plain.copy(), y_true)
     dz_plain = np.array(layer.backward(np.array(g)))
     p = rule.forward(last, z.copy())
@@ -889,6 +970,58 @@ def check_regularizer(
         _expect_same("add_grad(w, ones)", acc, 1 + g, 1e-12, "1 + grad(w)")
 
 
+# -- metrics --------------------------------------------------------------------------------
+
+
+class _ProbabilityLoss(Loss):
+    """A stand-in loss for the metric checks: probabilities, class 1 from 0.5."""
+
+    name = "_check_metric_loss"
+
+    def value(self, y_pred: Array, y_true: Array) -> float:
+        return 0.0
+
+    def grad(self, y_pred: Array, y_true: Array) -> Array:
+        return np.zeros_like(y_pred)
+
+
+def check_metric(plugin: PluginRef, *, registry: Registry | None = None) -> None:
+    """Batches accumulate to the score of one batch holding them all, and nothing leaks.
+
+    On 40 rows of one output (predictions in (0, 1), 0/1 targets of both classes, a loss
+    whose decision threshold is 0.5): the result is a finite float; updating with batches of
+    7, 13 and 20 rows gives the one-batch result (to 1e-12 relative); the batches' arrays
+    may be overwritten after :meth:`~microfw.Metric.update` (they are work buffers) without
+    changing the result, and are left untouched by it; :meth:`~microfw.Metric.start` forgets
+    earlier batches.
+    """
+    with _checking("check_metric", plugin, (Metric,), registry) as make:
+        rng = np.random.default_rng(SEED)
+        y_true = np.zeros((40, 1))
+        y_true[rng.permutation(40)[:17]] = 1.0
+        y_pred = np.clip(0.35 * y_true + rng.uniform(0.05, 0.65, (40, 1)), 0.01, 0.99)
+        loss = _ProbabilityLoss()
+        whole = make()
+        whole.start(loss, y_true)
+        whole.update(y_pred.copy(), y_true.copy())
+        expected = whole.result()
+        if not isinstance(expected, float | np.floating) or not math.isfinite(expected):
+            raise AssertionError(f"result() returned {expected!r}, expected a finite float")
+        metric = make()
+        metric.start(loss, y_true[:10])
+        metric.update(y_pred[:10].copy(), y_true[:10].copy())
+        metric.start(loss, y_true)  # forgets the batch above
+        for lo, hi in ((0, 7), (7, 20), (20, 40)):
+            p, t = y_pred[lo:hi].copy(), y_true[lo:hi].copy()
+            kept = (p.copy(), t.copy())
+            metric.update(p, t)
+            if not (np.array_equal(p, kept[0]) and np.array_equal(t, kept[1])):
+                raise AssertionError("update() changed its input arrays")
+            p[...] = 0.5  # the caller reuses its buffers for the next batch
+            t[...] = 1 - t
+        _expect_same("the result over 3 batches", metric.result(), expected, 1e-12, "one batch")
+
+
 # -- schema -----------------------------------------------------------------------------------
 
 
@@ -939,7 +1072,13 @@ def check_schema(plugin: PluginRef, *, registry: Registry | None = None) -> None
 
 
 _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
-    Layer: (check_schema, check_shapes_and_dtypes, check_layer_gradient, check_fast_paths),
+    Layer: (
+        check_schema,
+        check_shapes_and_dtypes,
+        check_layer_gradient,
+        check_inference_mode,
+        check_fast_paths,
+    ),
     Activation: (
         check_schema,
         check_shapes_and_dtypes,
@@ -952,5 +1091,6 @@ _CHECK_KINDS: dict[type[Plugin], tuple[Callable[..., None], ...]] = {
     Optimizer: (check_schema, check_optimizer),
     Schedule: (check_schema, check_schedule),
     Regularizer: (check_schema, check_regularizer),
+    Metric: (check_schema, check_metric),
 }
 _CHECKS = {interface.kind: checks for interface, checks in _CHECK_KINDS.items()}

@@ -80,8 +80,10 @@ class EarlyStopping(Callback):
         monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"loss"``.
         patience: epochs without improvement tolerated before stopping.
         min_delta: the smallest change that counts as an improvement.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, min otherwise).
-        restore_best: at the end of training, put back the weights of the best epoch.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies and for the spec's
+            metrics whose ``greater_is_better`` is true, min otherwise).
+        restore_best: at the end of training, put back the weights of the best epoch (and
+            the model's state, such as batch_norm's running statistics, of that epoch).
     """
 
     def __init__(
@@ -99,14 +101,25 @@ class EarlyStopping(Callback):
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
+        self.mode = mode
         self.sign = 1.0 if mode == "max" or (mode == "auto" and "acc" in monitor) else -1.0
         self.restore_best = restore_best
 
     def on_train_begin(self, logs: Logs) -> None:
         self.check_monitor(self.monitor)
+        if self.mode == "auto" and getattr(self, "model", None) is not None:
+            name = self.monitor.removeprefix("val_")
+            chosen = [
+                r if isinstance(r, str) else r.get("type")
+                for r in (self.model.training.metrics or [])
+            ]
+            if name in chosen and self.model.registry.has("metric", name):
+                better = getattr(self.model.registry.get("metric", name), "greater_is_better", True)
+                self.sign = 1.0 if better else -1.0
         self.best = -math.inf
         self.best_epoch: int | None = None
         self.best_weights: list[Any] | None = None
+        self.best_state: Any = None
         self.wait = 0
         self.stopped_epoch: int | None = None
 
@@ -121,6 +134,7 @@ class EarlyStopping(Callback):
             self.best, self.best_epoch, self.wait = score, epoch, 0
             if self.restore_best:
                 self.best_weights = self.model.get_weights()
+                self.best_state = self.model.store.state.copy()
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -130,6 +144,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs: Logs) -> None:
         if self.restore_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+            self.model.store.state[...] = self.best_state
 
 
 class CostLogger(Callback):

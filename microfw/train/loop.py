@@ -18,7 +18,7 @@ from microfw.errors import TrainingError
 from microfw.train.blas import BlasPolicy, batch_rows, batch_work
 from microfw.train.callbacks import Callback, Logs, overrides
 from microfw.train.interrupts import Deferred, deferred
-from microfw.train.metrics import Accuracy, accuracy_for
+from microfw.train.metrics import Accuracy, accuracy_for, create_metrics, scores
 
 if TYPE_CHECKING:
     from microfw.nn.sequential import Sequential
@@ -33,6 +33,8 @@ class History:
     of the epoch's batches, weighted by batch size, each measured before its update, with the
     regularizers' penalties), ``lr`` (the learning rate of the epoch's last update) and, when
     they apply, ``accuracy``, ``val_loss`` and ``val_accuracy``; ``epoch`` lists the epochs.
+    With ``metrics`` in the training section, each metric's ``name`` (over the epoch's
+    training batches, in training mode, as ``loss``) and ``val_<name>`` replace the accuracies.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -97,10 +99,15 @@ def _fit(
     interrupts: Deferred,
 ) -> History:
     X, y, X_val, y_val = _holdout(model, X, y, validation_data, config.validation_split)
-    accuracy = accuracy_for(y, model.loss)
+    chosen = config.metrics is not None
+    metrics = create_metrics(model.registry, config.metrics) if config.metrics else []
+    val_metrics = create_metrics(model.registry, config.metrics) if config.metrics else []
+    for metric in metrics:  # a metric that cannot score these targets says so before training
+        metric.start(model.loss, y)
+    accuracy = None if chosen else accuracy_for(y, model.loss)
     data = _Batches(X, y, accuracy, config.batch_size, config.shuffle, model.streams.shuffle)
     n = X.shape[0]
-    val_accuracy = None if y_val is None else accuracy_for(y_val, model.loss)
+    val_accuracy = None if y_val is None or chosen else accuracy_for(y_val, model.loss)
     val_targets = None if val_accuracy is None or y_val is None else val_accuracy.targets(y_val)
 
     callbacks = list(callbacks)
@@ -136,6 +143,8 @@ def _fit(
             callback.on_epoch_begin(epoch, {})
         total = 0.0
         correct = 0
+        for metric in metrics:
+            metric.start(model.loss, y)
         for b, (xb, yb, tb) in enumerate(data.epoch()):
             value, out = train_batch(xb, yb)
             if not math.isfinite(value):
@@ -159,6 +168,8 @@ def _fit(
             total += value * m
             if accuracy is not None:
                 correct += accuracy.correct(out, tb)
+            for metric in metrics:
+                metric.update(out, yb)
             for callback in batch_end:
                 callback.on_batch_end(b, {"loss": value, "size": m})
         rate = model.optimizer.last_rate()
@@ -179,11 +190,16 @@ def _fit(
         logs = {"loss": total / n}
         if accuracy is not None:
             logs["accuracy"] = correct / data.units
+        logs.update(scores(metrics))
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
             logs["val_loss"] = model.loss.value(out, y_val) + model.store.penalty()
             if val_accuracy is not None and val_targets is not None:
                 logs["val_accuracy"] = val_accuracy.correct(out, val_targets) / val_targets.size
+            for metric in val_metrics:
+                metric.start(model.loss, y_val)
+                metric.update(out, y_val)
+            logs.update(scores(val_metrics, "val_"))
         logs["lr"] = rate
         history.append(epoch, logs)
         model.epochs_trained += 1
