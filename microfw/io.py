@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 import zipfile
 from typing import Any
 
@@ -30,7 +31,7 @@ from microfw._files import read_regular
 from microfw._npz import Header, read_headers, read_npz
 from microfw.core.interfaces import INTERFACES, Array
 from microfw.core.registry import Registry, current_registry
-from microfw.errors import ModelFileError, NpzError, SpecError
+from microfw.errors import ModelFileError, NpzError, SpecError, SpecWarning
 from microfw.nn.modelfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -71,7 +72,9 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Sequ
         raise ModelFileError(f"{path}: {SPEC} is not a JSON object")
     headers = _weight_headers(path, members[WEIGHTS])  # a damaged container: before any build
     try:  # cheap: the spec bounds the parameters; its arrays say what weights.npz must hold
-        model = build(spec, registry)
+        with warnings.catch_warnings():  # the spec's advice was given when it was built
+            warnings.simplefilter("ignore", SpecWarning)
+            model = build(spec, registry)
     except SpecError as exc:
         raise SpecError(exc.problems, source=f"in {path}") from None
     expected = dict(model.store.items())

@@ -155,8 +155,10 @@ class PiecewiseConstant(Schedule):
 
 
 class Warmup(Schedule):
-    """lr(t) = lr0 (start_factor + (1 - start_factor) t / warmup) for t < warmup, then
-    after(lr0, t - warmup)."""
+    """lr(t) = lr0 (f + (1 - f) t / k) for t < k, then after(lr0, t - k); f, k the factors.
+
+    ``f`` is ``start_factor`` and ``k`` is ``warmup``.
+    """
 
     name = "warmup"
     starts_at_lr0 = False

@@ -143,6 +143,7 @@ def test_history_and_evaluate_report_the_chosen_metrics():
         "val_accuracy",
         "val_f1",
         "val_roc_auc",
+        "lr",
     ]
     assert sorted(history.history) == sorted(keys)
     p = model.predict(X[60:])
@@ -153,7 +154,7 @@ def test_history_and_evaluate_report_the_chosen_metrics():
     assert scores["f1"] == history.history["val_f1"][-1]
     plain = mf.build({**SPEC, "training": {"epochs": 1}})
     assert sorted(plain.evaluate(X, y)) == ["accuracy", "loss"]  # no metrics: as before
-    assert sorted(plain.fit(X, y, metrics=["r2"]).history) == ["loss", "r2"]
+    assert sorted(plain.fit(X, y, metrics=["r2"]).history) == ["loss", "lr", "r2"]
 
 
 def test_the_spec_names_metrics_through_the_registry():
