@@ -149,6 +149,18 @@ def _restore_training_state(
             raise ModelFileError(
                 f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
             ) from None
+    layer_streams = saved.get("layer_streams", {})
+    if not isinstance(layer_streams, dict):
+        raise ModelFileError(f"{where}: 'layer_streams' must be an object")
+    for name, generator in model.store.streams.items():
+        if name not in layer_streams:
+            continue  # written before the layer had a stream of its own: it starts afresh
+        try:
+            _set_stream_state(generator, layer_streams[name])
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise ModelFileError(
+                f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
+            ) from None
     params = model.store.params
     for name, array in arrays.items():  # flat state: one value per parameter, model's dtype
         if array.ndim == 1 and (array.size != params.size or array.dtype != params.dtype):

@@ -65,13 +65,15 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum", "adam_dropout_batch_norm"])
 def test_ten_epochs_equal_five_saved_loaded_in_a_new_process_and_five_more(
     tmp_path: Path, optimizer: str
 ) -> None:
     spec = json.loads(json.dumps(SPEC))
     if optimizer == "sgd_momentum":
         spec["optimizer"].update(type="sgd", momentum=0.9, momentum_style="pytorch")
+    if optimizer == "adam_dropout_batch_norm":  # the masks' stream and running stats resume too
+        spec["layers"][1:1] = [{"type": "batch_norm"}, {"type": "dropout", "rate": 0.3}]
     X, y = _data()
     straight = mf.build(spec)
     history = straight.fit(X, y)

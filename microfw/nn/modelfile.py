@@ -106,4 +106,8 @@ def _training_state(model: Sequential) -> dict[str, Any]:
             "shuffle": _stream_state(streams.shuffle),
             "split": _stream_state(streams.split),
         },
+        # The layers' own streams (dropout masks), so a resumed run draws what it would have.
+        "layer_streams": {
+            name: _stream_state(generator) for name, generator in model.store.streams.items()
+        },
     }
