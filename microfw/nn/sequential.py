@@ -131,6 +131,7 @@ class Sequential:
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))
         self.output_dim: int = widths[-1]
+        self._width = self.output_dim
         self.store = ParameterStore(self.dtype, self.streams.init, self.streams.layers)
         self.store.build(
             [
@@ -224,7 +225,12 @@ class Sequential:
         for step in plan.steps:
             out = step.forward(out)
         value, dy, out = plan.head(out, y)
-        self._check_output(X, out)
+        if (
+            out.__class__ is not np.ndarray
+            or out.shape != (X.shape[0], self._width)
+            or out.dtype is not self.dtype
+        ):
+            self._check_output(X, out)  # returns if all is well after all; else names the plugin
         for step in reversed(plan.steps):
             dy = step.backward(dy)
         if self.store.mirrored:

@@ -190,7 +190,8 @@ def _fit(
         logs = {"loss": total / n}
         if accuracy is not None:
             logs["accuracy"] = correct / data.units
-        logs.update(scores(metrics))
+        if metrics:
+            logs.update(scores(metrics))
         if X_val is not None and y_val is not None:
             out = model.forward(X_val)
             logs["val_loss"] = model.loss.value(out, y_val) + model.store.penalty()
