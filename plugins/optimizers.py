@@ -83,13 +83,13 @@ class SGD(Optimizer):
             # State made on the first step, and anew (at zero) if momentum is switched on or off.
             plan = self._plan = _Plan(with_velocity=self.momentum > 0)
         chunks = plan.chunks_for(params, grads)
-        pending = self.__dict__.pop("_pending", None)
-        if pending is not None:
-            _restore(plan.flat_velocity, pending, self._state_name())
+        if "_pending" in self.__dict__:  # state loaded from a file, put in place now
+            _restore(plan.flat_velocity, self.__dict__.pop("_pending"), self._state_name())
         torch = self.momentum_style == "pytorch"
-        step = kernels.sgd_torch_step if torch and self.momentum else kernels.sgd_step
-        for p, g, v in plan.compiled:  # one pass each, the same bits as the chunks'
-            step(p, g, v, lr, self.momentum, self.nesterov)
+        if plan.compiled:
+            step = kernels.sgd_torch_step if torch and self.momentum else kernels.sgd_step
+            for p, g, v in plan.compiled:  # one pass each, the same bits as the chunks'
+                step(p, g, v, lr, self.momentum, self.nesterov)
         if not self.momentum:
             for pc, gc, _, s in chunks:
                 np.multiply(gc, lr, out=s)

@@ -144,6 +144,7 @@ class Sequential:
             if not all(np.isfinite(a).all() for a in arrays):
                 message = f"initial weights are not finite in {self.dtype}: lower the init scale"
                 raise SpecError([Problem(path, message)])
+        self._mirrored = self.store.mirrored  # fixed once the layers are built
         self._params = [a for _, a in self.store.items(trainable=True)]
         self._grads = [self.store.grad(name) for name in self.store.names(trainable=True)]
         self._forward_checked = False
@@ -233,7 +234,7 @@ class Sequential:
             self._check_output(X, out)  # returns if all is well after all; else names the plugin
         for step in reversed(plan.steps):
             dy = step.backward(dy)
-        if self.store.mirrored:
+        if self._mirrored:
             self.store.pull_gradients()
         if self.store.regularized:  # penalties: on the loss value and on the gradients
             value += self.store.add_penalty_gradients()
