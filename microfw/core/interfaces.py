@@ -431,11 +431,14 @@ class Optimizer(Plugin, abc.ABC):
             for g in grads:
                 np.clip(g, -self.clip_value, self.clip_value, out=g)
         # A Python float: a NumPy float64 rate would turn float32 arithmetic into float64.
-        self.update(params, grads, float(self.learning_rate))
+        self._rate = rate = float(self.learning_rate)
+        self.update(params, grads, rate)
         self.steps += 1
 
     def last_rate(self) -> float:
         """The rate the latest step used (the next one's before any step)."""
+        if "_rate" in self.__dict__:
+            return float(self.__dict__["_rate"])
         t = self.steps - 1 if self.schedule.per == "step" else self.epochs
         return float(self.schedule(self.lr, max(t, 0)))
 

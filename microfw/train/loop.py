@@ -163,13 +163,15 @@ def _fit(
                 raise _diverged(what, epoch, b, good_epoch, history) from None
             if mirrored:
                 model.parameters_changed()
-            interrupts.check()
+            if interrupts.pending:  # Ctrl-C came during this update: stop now
+                interrupts.check()
             m = xb.shape[0]
             total += value * m
             if accuracy is not None:
                 correct += accuracy.correct(out, tb)
-            for metric in metrics:
-                metric.update(out, yb)
+            if metrics:
+                for metric in metrics:
+                    metric.update(out, yb)
             for callback in batch_end:
                 callback.on_batch_end(b, {"loss": value, "size": m})
         rate = model.optimizer.last_rate()
