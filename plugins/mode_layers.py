@@ -87,16 +87,9 @@ class BatchNorm(Layer):
     scale: bool = True
 
     def build(self, n_in: int, store: Store) -> None:
-        self.gamma: Array | None = None
-        self.dgamma: Array | None = None
-        self.beta: Array | None = None
-        self.dbeta: Array | None = None
-        if self.scale:
-            self.gamma = store.add("gamma", (n_in,), 1.0)
-            self.dgamma = store.grad("gamma")
-        if self.center:
-            self.beta = store.add("beta", (n_in,), 0.0)
-            self.dbeta = store.grad("beta")
+        self.gamma, self.dgamma, self.beta, self.dbeta = _affine(
+            store, n_in, scale=self.scale, center=self.center
+        )
         self.running_mean = store.add_state("running_mean", (n_in,), 0.0)
         self.running_var = store.add_state("running_var", (n_in,), 1.0)
         self._xhat, self._out, self._dx = WorkBuffer(), WorkBuffer(), WorkBuffer()
@@ -191,15 +184,10 @@ class LayerNorm(Layer):
     elementwise_affine: bool = True
 
     def build(self, n_in: int, store: Store) -> None:
-        self.gamma: Array | None = None
-        self.dgamma: Array | None = None
-        self.beta: Array | None = None
-        self.dbeta: Array | None = None
-        if self.elementwise_affine:
-            self.gamma = store.add("gamma", (n_in,), 1.0)
-            self.dgamma = store.grad("gamma")
-            self.beta = store.add("beta", (n_in,), 0.0)
-            self.dbeta = store.grad("beta")
+        affine = self.elementwise_affine
+        self.gamma, self.dgamma, self.beta, self.dbeta = _affine(
+            store, n_in, scale=affine, center=affine
+        )
         self._xhat, self._out, self._dx = WorkBuffer(), WorkBuffer(), WorkBuffer()
 
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -235,3 +223,15 @@ class LayerNorm(Layer):
         np.subtract(g, dx, out=dx)
         dx *= self._inv_std[:, None]
         return dx
+
+
+def _affine(
+    store: Store, n_in: int, *, scale: bool, center: bool
+) -> tuple[Array | None, Array | None, Array | None, Array | None]:
+    """A normalisation's per-feature ``gamma`` (from 1) and ``beta`` (from 0), each with its
+    gradient, declared where asked for: ``(gamma, dgamma, beta, dbeta)``, None where not."""
+    gamma = store.add("gamma", (n_in,), 1.0) if scale else None
+    dgamma = store.grad("gamma") if scale else None
+    beta = store.add("beta", (n_in,), 0.0) if center else None
+    dbeta = store.grad("beta") if center else None
+    return gamma, dgamma, beta, dbeta

@@ -252,6 +252,15 @@ class _State:
         self.scratch = (np.empty(largest, dtype), np.empty(largest, dtype))
 
 
+def _with_decay(p: Array, g: Array, weight_decay: float, scratch: Array) -> Array:
+    """``g + weight_decay p`` in ``scratch`` (torch's coupled weight decay), or ``g`` itself."""
+    if not weight_decay:
+        return g
+    np.multiply(p, p.dtype.type(weight_decay), out=scratch)
+    np.add(g, scratch, out=scratch)
+    return scratch
+
+
 class _Stateful(Optimizer):
     """An optimizer whose state is flat arrays created lazily (:class:`_State`): subclasses
     name their quantities (:meth:`_quantities`) and step one flat parameter (:meth:`_step`)."""
@@ -378,10 +387,8 @@ class Adam(_Stateful):
         s1, s2 = scratch
         if self.decoupled:
             p *= dt(1 - lr * wd)
-        elif wd:
-            np.multiply(p, dt(wd), out=s1)
-            np.add(g, s1, out=s1)
-            g = s1
+        else:
+            g = _with_decay(p, g, wd, s1)
         m *= dt(self.beta_1)
         np.multiply(g, dt(1 - self.beta_1), out=s2)
         m += s2
@@ -458,10 +465,7 @@ class RMSprop(_Stateful):
             return
         dt = p.dtype.type
         s1, s2 = scratch
-        if self.weight_decay:
-            np.multiply(p, dt(self.weight_decay), out=s1)
-            np.add(g, s1, out=s1)
-            g = s1
+        g = _with_decay(p, g, self.weight_decay, s1)
         rho = dt(self.rho)
         square_avg = state["square_avg"]
         square_avg *= rho
@@ -521,10 +525,7 @@ class Adagrad(_Stateful):
             return
         dt = p.dtype.type
         s1, s2 = scratch
-        if self.weight_decay:
-            np.multiply(p, dt(self.weight_decay), out=s1)
-            np.add(g, s1, out=s1)
-            g = s1
+        g = _with_decay(p, g, self.weight_decay, s1)
         accumulator = state["sum"]
         np.multiply(g, g, out=s2)
         accumulator += s2
