@@ -349,3 +349,25 @@ def test_fit_overrides_are_validated() -> None:
     paths = {p.path: p.message for p in info.value.problems}
     assert "did you mean 'epochs'" in paths["epoch"]
     assert "greater than 0" in paths["batch_size"]
+
+
+def test_unknown_keys_keep_their_path_and_a_refused_union_is_one_problem() -> None:
+    spec = {
+        "spec_version": 1,
+        "input_dim": 2,
+        "layers": ["sigmoid"],
+        "loss": "bce",
+        "foo-bar": 1,
+        "training": {"x y": 2, "blas_threads": "x", "metrics": [3]},
+    }
+    with pytest.raises(mf.SpecError) as info:
+        mf.load_spec(spec)
+    problems = {p.path: p.message for p in info.value.problems}
+    assert set(problems) == {
+        "foo-bar",
+        "training.x y",
+        "training.blas_threads",
+        "training.metrics[0]",
+    }
+    assert problems["training.blas_threads"].startswith("Input should be 'auto', or input")
+    assert " or input should be a valid dictionary" in problems["training.metrics[0]"]

@@ -153,15 +153,26 @@ def validate_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
-    """Translate pydantic's errors into :class:`Problem` items with ``a.b[2].c`` paths."""
+    """Translate pydantic's errors into :class:`Problem` items with ``a.b[2].c`` paths.
+
+    A value that every member of a union refused comes as one error per member, each ending
+    its location with the member's tag (``literal['auto']``, ``constrained-int``): those
+    become one problem at the field's own path, the messages joined with "or".
+    """
+    errors = exc.errors(include_url=False)
+    members: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        members[_union_key(err)] = members.get(_union_key(err), 0) + 1
     problems: list[Problem] = []
-    for err in exc.errors(include_url=False):
+    merged: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        key = _union_key(err)
+        is_member = members[key] > 1
+        loc = err["loc"][:-1] if is_member else err["loc"]
         path = ""
-        for part in err["loc"]:
+        for part in loc:
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif not str(part).isidentifier():
-                continue  # a union member's tag (``constrained-int``, ``literal['auto']``)
             else:
                 path = f"{path}.{part}" if path else str(part)
         message = err["msg"]
@@ -173,15 +184,28 @@ def problems_from_pydantic(exc: ValidationError) -> list[Problem]:
         if isinstance(ctx_error, SpecError):
             problems.extend(join_path_problem(path, inner) for inner in ctx_error.problems)
             continue
-        same = [p for p in problems if p.path == path and p.value is err.get("input")]
-        if same:  # the members of a union each refused the value: one problem, "or"
-            i = problems.index(same[0])
-            problems[i] = Problem(
-                path,
-                f"{same[0].message}, or {message[0].lower()}{message[1:]}",
-                same[0].value,
-                same[0].has_value,
-            )
+        if is_member and key in merged:  # another member's refusal of the same value
+            first = problems[merged[key]]
+            text = f"{first.message}, or {message[0].lower()}{message[1:]}"
+            problems[merged[key]] = Problem(path, text, first.value, first.has_value)
             continue
+        if is_member:
+            merged[key] = len(problems)
         problems.append(Problem(path, message, err.get("input"), err["type"] != "missing"))
     return problems
+
+
+def _union_key(err: Any) -> tuple[Any, ...]:
+    """Errors of the members of one union share it: the location before the member's tag
+    and the very value refused (an error not from a union has a key of its own)."""
+    loc = err["loc"]
+    tag = loc[-1] if loc else None
+    is_tag = isinstance(tag, str) and (not tag.isidentifier() or tag in _TYPE_TAGS)
+    if not is_tag or err["type"] == "extra_forbidden":
+        return ("own", id(err))
+    return (tuple(loc[:-1]), id(err.get("input")))
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "bytes", "list", "dict", "tuple"})
+"""Tags pydantic gives plain types among a union's members (others, such as
+``literal['auto']`` or ``constrained-int``, are not identifiers)."""
