@@ -145,6 +145,7 @@ def make_plan(
     body = list(layers)
     head: Head = Head(loss)
     applied: list[tuple[str, str]] = []
+    fused_loss: list[tuple[str, str]] = []  # listed after the layers' rules: layer order
     last = plugin_of(body[-1]) if body else None
     for rule in (r for r in rules if isinstance(r, LossFusion)):
         if last is None or type(last) is not rule.last or type(loss) is not rule.loss:
@@ -153,7 +154,7 @@ def make_plan(
             continue
         if rule.applies is None or rule.applies(last, loss):
             head = FusedHead(loss, rule, last)
-            applied.append((f"layers[{len(body) - 1}]", rule.label()))
+            fused_loss.append((f"layers[{len(body) - 1}]", rule.label()))
             body.pop()
             break
     fusions = sorted(
@@ -173,8 +174,7 @@ def make_plan(
         else:
             steps.append(LayerStep(layer))
         i += 1
-    applied.sort(key=lambda item: int(item[0][len("layers[") :].split("]")[0].split(".")[0]))
-    return _link(Plan(mode, steps, head, applied))
+    return _link(Plan(mode, steps, head, applied + fused_loss))
 
 
 def _fused(

@@ -131,7 +131,6 @@ class Sequential:
         for layer in self.layers:
             widths.append(layer.output_dim(widths[-1]))
         self.output_dim: int = widths[-1]
-        self._width = self.output_dim
         self.store = ParameterStore(self.dtype, self.streams.init, self.streams.layers)
         self.store.build(
             [
@@ -228,7 +227,7 @@ class Sequential:
         value, dy, out = plan.head(out, y)
         if (
             out.__class__ is not np.ndarray
-            or out.shape != (X.shape[0], self._width)
+            or out.shape != (X.shape[0], self.output_dim)
             or out.dtype is not self.dtype
         ):
             self._check_output(X, out)  # returns if all is well after all; else names the plugin
