@@ -58,6 +58,7 @@ from sklearn.utils.validation import (  # type: ignore[import-untyped]
 )
 
 import microfw as mf
+from microfw.nn.modelfile import to_bytes
 
 __all__ = ["DEFAULT_SPEC", "MicrofwClassifier", "MicrofwRegressor"]
 
@@ -204,7 +205,7 @@ class _MicrofwEstimator(BaseEstimator):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
         if "model_" in state:
-            state["model_"] = _model_to_bytes(state["model_"])
+            state["model_"] = to_bytes(state["model_"])
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -381,14 +382,6 @@ def _set_widths(layers: list[Any], units: list[int], complete: bool) -> list[Any
     for i, width in zip(hidden, units, strict=True):
         out[i] = {**out[i], "units": width}
     return out
-
-
-def _model_to_bytes(model: mf.Sequential) -> bytes:
-    """The bytes of ``model.save`` (microfw's model file: spec, weights, plugin versions)."""
-    with tempfile.TemporaryDirectory(prefix="microfw-") as tmp:
-        path = Path(tmp) / "model.microfw"
-        model.save(path)
-        return path.read_bytes()
 
 
 def _model_from_bytes(data: bytes) -> mf.Sequential:

@@ -41,7 +41,12 @@ def save(
     ``columns``, the names of the data's feature columns and target column it was trained on,
     are kept in ``meta.json`` (see :func:`microfw.columns.saved_columns`).
     """
-    path = Path(path)
+    # Built in memory, then written atomically (temporary file named for its clean-up).
+    atomic_write(Path(path), to_bytes(model, columns=columns))
+
+
+def to_bytes(model: Sequential, *, columns: Columns | None = None) -> bytes:
+    """The bytes of the model file :func:`save` writes (for a file, a pickle or a socket)."""
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -57,10 +62,8 @@ def save(
     arrays: dict[str, Any] = dict(model.store.items())
     for name, array in model.optimizer.state_arrays().items():
         arrays[OPTIMIZER_PREFIX + name] = array
-    weights = npz_bytes(arrays)
-    # Built in memory, then written atomically (temporary file named for its clean-up).
     archive = {META: json.dumps(meta, indent=2), SPEC: model.to_spec().to_json()}
-    atomic_write(path, zip_bytes({**archive, WEIGHTS: weights}))
+    return zip_bytes({**archive, WEIGHTS: npz_bytes(arrays)})
 
 
 def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[str, Any]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import microfw as mf
+from microfw.nn.modelfile import to_bytes
 
 Reporter = Callable[[int, int, float], bool]
 """``report(trial_number, epoch, value) -> stop``: a value of the objective after an epoch;
@@ -131,15 +130,8 @@ def run_trial(
             result["value"] = metrics[metric]
             result["state"] = "pruned" if reporter is not None and reporter.pruned else "complete"
             if result["state"] == "complete":
-                result["model"] = _model_bytes(model)
+                result["model"] = to_bytes(model)
     except (mf.MicrofwError, ValueError, LookupError) as exc:
         result["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     result["duration"] = time.perf_counter() - start
     return result
-
-
-def _model_bytes(model: mf.Sequential) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="microfw-sweep-") as tmp:
-        path = Path(tmp) / "model.microfw"
-        model.save(path)
-        return path.read_bytes()
