@@ -7,36 +7,13 @@ The decisions are tested with a scripted clock and load meter; speed itself is m
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from test_blas_threads import Seen, X, Y, blas_threads
+from test_blas_threads import model as small_model
 
 import microfw as mf
 from microfw.train import blas
 from microfw.train.blas import AUTO_MIN_WORK, AutoThreads, BlasPolicy, batch_work
-
-X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-Y = np.array([0.0, 1.0, 1.0, 0.0])
-
-
-def blas_threads() -> list[int]:
-    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-
-
-def small_model(**training: object) -> mf.Sequential:
-    layers = [
-        {"type": "linear", "units": 3, "activation": "tanh"},
-        {"type": "linear", "units": 1, "activation": "sigmoid"},
-    ]
-    return mf.Sequential(layers, input_dim=2, loss="bce", seed=0, training=training)
-
-
-class Seen(mf.Callback):
-    def __init__(self) -> None:
-        self.threads: list[list[int]] = []
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self.threads.append(blas_threads())
 
 
 def test_auto_is_the_default_and_accepted_by_specs_and_fit() -> None:
