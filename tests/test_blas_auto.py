@@ -25,6 +25,8 @@ def test_auto_is_the_default_and_accepted_by_specs_and_fit() -> None:
 
 
 def test_auto_pins_one_thread_for_small_batches_and_restores_after() -> None:
+    # A first fit compiles the kernels: numba loads scipy's OpenBLAS, a second library to pin.
+    small_model(epochs=1).fit(X, Y)
     before = blas_threads()
     if not before:
         pytest.skip("numpy's BLAS is not visible to threadpoolctl here")

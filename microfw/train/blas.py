@@ -56,11 +56,11 @@ AUTO_BUSY = 0.5
 for ``"auto"`` still to try one more thread per free core."""
 
 
-@functools.cache
 def _controller() -> Any:
     """threadpoolctl's view of the BLAS libraries loaded in this process (None without it).
 
-    Made once: NumPy's BLAS is loaded when NumPy is imported.
+    Taken anew for every fit (about 0.2 ms): a library loaded since (scipy's OpenBLAS, which
+    numba imports with the compiled kernels) is limited too.
     """
     try:
         from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
