@@ -223,29 +223,31 @@ def test_two_worker_processes_give_the_same_trials(data_csv: Path, tmp_path: Pat
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
 
 
-def test_a_worker_that_dies_fails_its_trial_and_is_replaced(data_csv: Path, tmp_path: Path) -> None:
-    import multiprocessing
-    import threading
+def test_a_worker_that_dies_fails_its_trial_and_is_replaced(
+    data_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microfw.sweep.local import ProcessPool
 
-    def kill_a_busy_worker() -> None:  # the first worker of this sweep, once it trains
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            workers = [p for p in multiprocessing.active_children() if "sweep" in p.name]
-            if len(workers) == 2 and (tmp_path / "died" / "trials.json").exists():
-                time.sleep(0.3)
-                assert workers[0].pid is not None
-                os.kill(workers[0].pid, signal.SIGKILL)
-                return
-            time.sleep(0.02)
+    killed: list[int] = []
+    poll = ProcessPool.poll
 
-    killer = threading.Thread(target=kill_a_busy_worker)
-    killer.start()
-    try:
-        result = sweep(data_csv, tmp_path / "died", RANDOM_SPACE, trials=4, epochs=1500, jobs=2)
-    finally:
-        killer.join()
+    def poll_and_kill(self: ProcessPool, report: Any, timeout: float) -> list[dict[str, Any]]:
+        def kill_on_first_report(number: int, epoch: int, value: float) -> bool:
+            # the worker sent this at epoch 150 of 1500: it is training the trial for sure
+            if not killed:
+                (i,) = [i for i, busy in self.busy.items() if busy == number]
+                os.kill(self.workers[i][0].pid, signal.SIGKILL)
+                killed.append(number)
+            return bool(report(number, epoch, value))
+
+        return poll(self, kill_on_first_report, timeout)
+
+    monkeypatch.setattr(ProcessPool, "poll", poll_and_kill)
+    reporting = {**RANDOM_SPACE, "pruner": {"type": "median"}}  # reports; prunes after 5 trials
+    result = sweep(data_csv, tmp_path / "died", reporting, trials=4, epochs=1500, jobs=2)
     assert result.counts() == {"complete": 3, "fail": 1}
     (failed,) = [r for r in result.rows if r["state"] == "fail"]
+    assert failed["number"] == killed[0]
     assert failed["error"] == "the worker process died (exit code -9)"  # and a new one took over
 
 
