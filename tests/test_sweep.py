@@ -379,7 +379,7 @@ def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path
     space.write_text(json.dumps(RANDOM_SPACE))
     out = tmp_path / "interrupted"
     args = [*("sweep", str(spec), "--data", str(data_csv), "--target", "y", "--jobs", "2")]
-    args += [*("--space", str(space), "--trials", "4", "--epochs", "1500", "--out", str(out))]
+    args += [*("--space", str(space), "--trials", "4", "--epochs", "3000", "--out", str(out))]
     process = subprocess.Popen(
         [sys.executable, "-m", "microfw", *args, "--quiet"],
         stdout=subprocess.DEVNULL,
@@ -391,7 +391,7 @@ def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not (out / "trials.json").exists():
             time.sleep(0.05)
-        time.sleep(0.25)
+        time.sleep(0.25)  # the next trials have started, and take longer than this (0.6 s or more)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the sweep and its workers
         _, err = process.communicate(timeout=60)
     finally:
@@ -401,7 +401,7 @@ def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path
     before = json.loads((out / "trials.json").read_text())["trials"]
     assert 1 <= len(before) < 4 and all(r["state"] == "complete" for r in before)
 
-    result = run(spec, data_csv, space, target="y", epochs=1500, out=out, resume=True, **QUIET)
+    result = run(spec, data_csv, space, target="y", epochs=3000, out=out, resume=True, **QUIET)
     assert result.counts() == {"complete": 4}
     after = {r["number"]: r for r in result.rows}
     for row in before:
