@@ -156,6 +156,44 @@ def test_nested_references_resolve_and_report_paths(full):
     assert "did you mean 'xavier'" in by_path["init"]
 
 
+def test_a_spec_s_nested_references_are_made_by_the_registry_not_the_constructor(full, monkeypatch):
+    """Registry.create resolves a layer's ``init`` (given or by default) and a schedule's
+    ``after`` before the constructor runs: with the constructor's resolver (for plugins built
+    directly in Python) switched off, a spec still builds, through the registry that builds it."""
+    from microfw.core import params
+
+    def no_resolver(kind, reference):
+        raise AssertionError(f"the constructor resolved the {kind} {reference!r}")
+
+    made: list[str] = []
+    create = full.create
+
+    def create_and_record(kind, reference):
+        made.append(kind)
+        return create(kind, reference)
+
+    monkeypatch.setattr(params, "_resolver", [no_resolver])
+    monkeypatch.setattr(full, "create", create_and_record)
+    layer = full.create("layer", {"type": "linear", "units": 2, "init": {"type": "he"}})
+    assert (type(layer.init).name, type(layer.bias_init).name) == ("he", "zeros")  # a default
+    assert made == ["layer", "initializer", "initializer"]
+    after = {"type": "cosine", "t_max": 10}
+    schedule = full.create("schedule", {"type": "warmup", "warmup": 3, "after": after})
+    assert schedule.get_params()["after"] == {**after, **schedule.after.get_params()}
+    spec = {
+        "spec_version": 1,
+        "input_dim": 2,
+        "layers": [{"type": "linear", "units": 3, "init": "he", "activation": "relu"}],
+        "loss": "squared_error",
+        "optimizer": {"type": "sgd", "schedule": {"type": "warmup", "warmup": 2}},
+    }
+    with using(full):
+        model = mf.build(spec)
+    assert type(model.layers[0].init).name == "he"
+    with pytest.raises(mf.SpecError, match="the constructor resolved the initializer 'he'"):
+        full.get("layer", "linear")(units=2, init="he")  # built directly: the resolver's job
+
+
 def test_create_rejects_other_reference_shapes(full):
     with pytest.raises(mf.SpecError, match="expected a loss name"):
         full.create("loss", 3)

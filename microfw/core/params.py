@@ -33,7 +33,8 @@ PLUGIN_REF_KEY = "x-microfw-plugin"
 def ref(name: str) -> Any:
     """A default that names a plugin, e.g. ``init: Initializer = ref("xavier")``.
 
-    The name is resolved through the registry when the plugin is constructed.
+    In a spec, :meth:`Registry.create` makes it before the plugin's constructor runs; a plugin
+    built directly in Python resolves it through the registry in use.
     """
     return name
 
@@ -72,8 +73,9 @@ _resolver: list[Resolver] = []
 
 def set_reference_resolver(resolver: Resolver) -> None:
     """Install the function that turns a nested plugin reference into an instance:
-    ``resolver(kind, reference)``. The registry installs itself when it is imported, so this
-    floor needs no import of it."""
+    ``resolver(kind, reference)``, used when a plugin is built directly in Python (a spec's
+    references arrive as instances, made by ``Registry.create``). The registry installs itself
+    when it is imported, so this floor needs no import of it."""
     _resolver[:] = [resolver]
 
 

@@ -21,7 +21,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -31,7 +31,12 @@ import pluggy
 from microfw.core import hookspecs
 from microfw.core.fusions import Fusion, LossFusion, Rule
 from microfw.core.interfaces import INTERFACES, Plugin
-from microfw.core.params import parameter_hints, params_model, set_reference_resolver
+from microfw.core.params import (
+    interface_of,
+    parameter_hints,
+    params_model,
+    set_reference_resolver,
+)
 from microfw.errors import (
     DuplicatePluginError,
     PluginError,
@@ -359,6 +364,7 @@ class Registry:
         problems = [
             Problem(_key_path(k), "unknown parameter", params.pop(k), True) for k in unknown
         ]
+        self._resolve_nested(cls, params)
         with using(self):
             try:
                 plugin = cls(**params)
@@ -367,6 +373,21 @@ class Registry:
         if problems:
             raise SpecError(problems)
         return plugin
+
+    def _resolve_nested(self, cls: type[Plugin], params: dict[str, Any]) -> None:
+        """Turn the nested plugin references among ``params`` (given, or the class's named
+        defaults such as ``ref("xavier")``) into instances made by this registry, in place, so
+        that the constructor receives objects. A reference that cannot be made is left as it
+        is: the constructor's validation reports it under its parameter's path."""
+        for name, hint in parameter_hints(cls).items():
+            interface = interface_of(hint)
+            if interface is None:
+                continue
+            value = params[name] if name in params else getattr(cls, name, None)
+            if value is None or isinstance(value, interface):
+                continue
+            with suppress(SpecError):
+                params[name] = self.create(interface.kind, value)  # type: ignore[attr-defined]
 
 
 class _InProcessPlugin:
