@@ -32,7 +32,6 @@ as pickled plugin objects, and an unpickled estimator predicts bit-identically. 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +58,7 @@ from sklearn.utils.validation import (  # type: ignore[import-untyped]
 
 import microfw as mf
 from microfw.nn.modelfile import to_bytes
+from microfw.spec.models import read_spec
 
 __all__ = ["DEFAULT_SPEC", "MicrofwClassifier", "MicrofwRegressor"]
 
@@ -348,19 +348,10 @@ class MicrofwRegressor(MultiOutputMixin, RegressorMixin, _MicrofwEstimator):  # 
 
 
 def _read_spec(spec: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of the spec's data (never the caller's dict)."""
-    if isinstance(spec, dict):
-        return copy.deepcopy(spec)
-    if isinstance(spec, str) and spec.lstrip().startswith("{"):
-        text = spec
-    elif isinstance(spec, str | os.PathLike):
-        text = Path(spec).read_text(encoding="utf-8")
-    else:
-        raise TypeError(f"spec must be a path, JSON text or dict, got {type(spec).__name__}")
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"the spec must be a JSON object, got {type(data).__name__}")
-    return data
+    """A deep copy of the spec's data (never the caller's dict), read as ``mf.load_spec``
+    reads it (a regular file of bounded size, strict JSON, a :class:`SpecError` if not)."""
+    data, _ = read_spec(spec)
+    return copy.deepcopy(data)
 
 
 def _set_widths(layers: list[Any], units: list[int], complete: bool) -> list[Any]:

@@ -213,6 +213,26 @@ def test_complete_spec_from_a_file_is_used_as_it_is() -> None:
         MicrofwClassifier(str(path), hidden_units=(3,)).fit(X2, y == "virginica")
 
 
+def test_a_spec_is_read_as_load_spec_reads_it(tmp_path: Path) -> None:
+    """A byte-order mark is accepted; a key given twice or text that is not JSON is a
+    SpecError naming the file, as for ``mf.load_spec``."""
+    X, y = iris()
+    path = tmp_path / "spec.json"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + (ROOT / "examples/iris_petals/iris_petals.json").read_bytes()
+    )
+    clf = MicrofwClassifier(str(path), epochs=2).fit(X[:, 2:], y == "virginica")
+    assert clf.model_.input_dim == 2
+    path.write_text('{"spec_version": 1, "seed": 1, "seed": 2}')
+    with pytest.raises(
+        mf.SpecError, match=r"spec\.json: 1 problem.*\n  - seed: key .seed. appears more than once"
+    ):
+        MicrofwClassifier(str(path)).fit(X, y == "virginica")
+    path.write_text("{not json")
+    with pytest.raises(mf.SpecError, match="not valid JSON"):
+        MicrofwClassifier(str(path)).fit(X, y == "virginica")
+
+
 def test_json_text_spec_and_logits_output() -> None:
     spec = json.dumps(
         {

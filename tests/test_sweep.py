@@ -125,6 +125,19 @@ def test_a_continuous_range_needs_points_for_the_grid() -> None:
     assert space.default_trials() == 3
 
 
+def test_the_spec_file_is_read_as_load_spec_reads_it(data_csv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(SPEC).encode())  # as some editors write
+    space = {"sampler": "grid", "params": {"optimizer.lr": {"choice": [0.5]}}}
+    result = run(path, data_csv, space, target="y", epochs=2, out=tmp_path / "bom", progress=None)
+    assert result.counts() == {"complete": 1}
+    path.write_text(json.dumps(SPEC)[:-1] + ', "seed": 1, "seed": 2}')
+    with pytest.raises(
+        mf.SpecError, match=r"spec\.json: 1 problem.*\n  - seed: key .seed. appears more than once"
+    ):
+        run(path, data_csv, space, target="y", out=tmp_path / "twice", progress=None)
+
+
 def test_paths_are_checked_against_the_spec() -> None:
     space = load_space(
         {

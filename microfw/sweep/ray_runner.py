@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from microfw._extras import require
 from microfw.sweep.trial import Reporter, TrialData, run_trial
 
 
@@ -54,14 +55,8 @@ class RayExecutor:
     ``"ray://HOST:PORT"``), as many at a time as the cluster has CPUs."""
 
     def __init__(self, address: str, data: TrialData, *, retries: int = 2) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ImportError(
-                "sweeping on a Ray cluster needs Ray: pip install 'microfw[ray]'"
-            ) from None
-        self.ray: Any = ray
-        self.owns = not ray.is_initialized()
+        self.ray: Any = require("ray", "ray", "sweeping on a Ray cluster")
+        self.owns = not self.ray.is_initialized()
         if self.owns:
             self.ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         self.slots = max(1, int(self.ray.cluster_resources().get("CPU", 1)))

@@ -8,7 +8,6 @@ failed (interrupted) and run again with the same parameters and seed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -24,7 +23,9 @@ from typing import Any, TextIO
 import numpy as np
 
 import microfw as mf
+from microfw._extras import require
 from microfw.errors import SweepError
+from microfw.spec.models import read_spec, resolve
 from microfw.sweep.local import Executor, InProcess, ProcessPool
 from microfw.sweep.output import (
     BEST_MODEL,
@@ -105,8 +106,7 @@ def run(
         ``best.microfw`` and, with ``plot``, ``sweep.png``.
     """
     called = time.perf_counter()
-    if importlib.util.find_spec("optuna") is None:
-        raise ImportError("sweeps need Optuna: pip install 'microfw[sweep]'")
+    require("optuna", "sweep", "a sweep")
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")
     if plot:
@@ -116,7 +116,7 @@ def run(
     space = space if isinstance(space, SearchSpace) else load_space(space)
     sweep_seed = space.seed if seed is None else seed
     base, origin = _read_spec(spec)
-    defaults = mf.load_spec(base).to_dict()
+    defaults = resolve(base, source=origin).to_spec().to_dict()  # every problem, with its file
     if epochs is not None and "training.epochs" not in {p.path for p in space.params}:
         base = trial_spec(base, {"training.epochs": epochs}, defaults)
         defaults = mf.load_spec(base).to_dict()
@@ -230,14 +230,9 @@ def _study(
 def _read_spec(
     spec: str | os.PathLike[str] | Mapping[str, Any],
 ) -> tuple[dict[str, Any], str | None]:
-    """The spec's data as written (layer indices as the user counts them) and its path."""
-    mf.load_spec(spec)  # every problem of the spec itself, with its paths, first
-    if isinstance(spec, Mapping):
-        return json.loads(json.dumps(dict(spec))), None
-    text = str(spec)
-    if text.lstrip().startswith("{"):
-        return dict(json.loads(text)), None
-    return dict(json.loads(Path(spec).read_text(encoding="utf-8"))), os.fspath(spec)
+    """The spec's data as written (layer indices as the user counts them, a copy) and its path."""
+    data, origin = read_spec(spec)
+    return json.loads(json.dumps(data)), origin
 
 
 def _storage(db: Path) -> Any:
