@@ -234,6 +234,21 @@ def test_early_stopping_maximises_a_greater_is_better_metric_and_minimises_mae()
         assert stop.sign == sign
 
 
+def test_callbacks_in_a_fit_monitor_the_chosen_metrics_the_right_way_up(tmp_path):
+    """Each callback may monitor a metric the fit reports (``val_f1`` from the spec's
+    metrics), and in ``auto`` maximises it: the checkpoint keeps the best f1, not the worst."""
+    X, y = _data()
+    model = mf.build(SPEC)
+    stop = mf.EarlyStopping(monitor="val_f1", patience=1000)
+    plateau = mf.ReduceLROnPlateau(monitor="val_f1", patience=1000)
+    best = mf.ModelCheckpoint(tmp_path / "best.microfw", monitor="val_f1", save_best_only=True)
+    history = model.fit(X, y, epochs=6, validation_data=(X, y), callbacks=[stop, plateau, best])
+    assert (stop.sign, plateau.sign, best.sign) == (1.0, 1.0, 1.0)
+    assert best.best == max(history.history["val_f1"])
+    with pytest.raises(KeyError, match=r"monitors 'val_f2'.*available: .*val_f1"):
+        model.fit(X, y, epochs=1, validation_data=(X, y), callbacks=[mf.EarlyStopping("val_f2")])
+
+
 BALANCED_PACKAGE = """
     import numpy as np
     import microfw as mf

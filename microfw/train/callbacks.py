@@ -46,6 +46,16 @@ class Callback:
         """Attach the model being trained."""
         self.model = model
 
+    def monitor_sign(self, monitor: str, mode: str) -> float:
+        """+1 when a larger ``monitor`` is better: ``mode`` ``max``; in ``auto``, the
+        ``greater_is_better`` of the metric plugin it names (``val_f1``: f1), else an accuracy."""
+        registry = getattr(getattr(self, "model", None), "registry", None)  # None: no model yet
+        name = monitor.removeprefix("val_")
+        if mode == "auto" and registry is not None and registry.has("metric", name):
+            better = getattr(registry.get("metric", name), "greater_is_better", True)
+            return 1.0 if better else -1.0
+        return _sign(monitor, mode)
+
     def on_train_begin(self, logs: Logs) -> None:
         """Before the first epoch (``logs`` holds the number of ``epochs`` and ``batches``)."""
 
@@ -80,8 +90,8 @@ class EarlyStopping(Callback):
         monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"loss"``.
         patience: epochs without improvement tolerated before stopping.
         min_delta: the smallest change that counts as an improvement.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies and for the spec's
-            metrics whose ``greater_is_better`` is true, min otherwise).
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies and for the
+            metric plugins whose ``greater_is_better`` is true, min otherwise).
         restore_best: at the end of training, put back the weights of the best epoch (and
             the model's state, such as batch_norm's running statistics, of that epoch).
     """
@@ -96,26 +106,16 @@ class EarlyStopping(Callback):
     ) -> None:
         if patience < 0 or min_delta < 0:
             raise ValueError(f"patience and min_delta must be >= 0, got {patience}, {min_delta}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
         self.mode = mode
-        self.sign = 1.0 if mode == "max" or (mode == "auto" and "acc" in monitor) else -1.0
+        self.sign = _sign(monitor, mode)
         self.restore_best = restore_best
 
     def on_train_begin(self, logs: Logs) -> None:
         self.check_monitor(self.monitor)
-        if self.mode == "auto" and getattr(self, "model", None) is not None:
-            name = self.monitor.removeprefix("val_")
-            chosen = [
-                r if isinstance(r, str) else r.get("type")
-                for r in (self.model.training.metrics or [])
-            ]
-            if name in chosen and self.model.registry.has("metric", name):
-                better = getattr(self.model.registry.get("metric", name), "greater_is_better", True)
-                self.sign = 1.0 if better else -1.0
+        self.sign = self.monitor_sign(self.monitor, self.mode)
         self.best = -math.inf
         self.best_epoch: int | None = None
         self.best_weights: list[Any] | None = None
@@ -193,7 +193,8 @@ class ModelCheckpoint(Callback):
         filepath: where to write; ``{epoch}`` (1-based, as in Keras) and the log keys may be
             formatted in, e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.microfw"``.
         monitor: the log key judged with ``save_best_only``.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies, min otherwise).
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (max for accuracies and for the
+            metric plugins whose ``greater_is_better`` is true, min otherwise).
         save_best_only: write only when ``monitor`` beats the best value so far.
 
     Each file is a full model file (:func:`microfw.save`: written to a temporary file, then
@@ -209,6 +210,7 @@ class ModelCheckpoint(Callback):
     ) -> None:
         self.filepath = str(filepath)
         self.monitor = monitor
+        self.mode = mode
         self.sign = _sign(monitor, mode)
         self.save_best_only = save_best_only
         self.best = -math.inf
@@ -217,6 +219,7 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs: Logs) -> None:
         if self.save_best_only or "{" + self.monitor in self.filepath:
             self.check_monitor(self.monitor)
+        self.sign = self.monitor_sign(self.monitor, self.mode)
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.save_best_only:
@@ -267,6 +270,7 @@ class ReduceLROnPlateau(Callback):
         self.monitor = monitor
         self.factor = factor
         self.patience = patience
+        self.mode = mode
         self.sign = _sign(monitor, mode)
         self.min_delta = min_delta
         self.cooldown = cooldown
@@ -275,6 +279,7 @@ class ReduceLROnPlateau(Callback):
 
     def on_train_begin(self, logs: Logs) -> None:
         self.check_monitor(self.monitor)
+        self.sign = self.monitor_sign(self.monitor, self.mode)
         self.best = -math.inf
         self.wait = 0
         self.cooldown_left = 0

@@ -112,8 +112,10 @@ def _fit(
 
     callbacks = list(callbacks)
     reported = ["loss", *(["accuracy"] if accuracy is not None else [])]
+    reported += [m.name for m in metrics]
     if X_val is not None:
         reported += ["val_loss", *(["val_accuracy"] if val_accuracy is not None else [])]
+        reported += [f"val_{m.name}" for m in val_metrics]
     reported.append("lr")
     for callback in callbacks:
         callback.set_model(model)
