@@ -12,8 +12,9 @@ import of this module); reading, which builds a model, lives here.
   ``layers.<layer index>.<param index>``) are read too.
 
 Writing goes to a temporary file in the target's directory, then ``os.replace``: a failure
-leaves any previous file untouched. Optimizer state (step counters, momentum buffers) is not
-saved: a loaded model predicts identically and starts its learning-rate schedule afresh.
+leaves any previous file untouched. Version 3 also holds the training state (the optimizer's
+step counters and buffers, the epochs trained and the random streams), so a loaded model
+predicts identically and resumes training where it stopped.
 """
 
 from __future__ import annotations

@@ -154,6 +154,17 @@ def _softmax(layer: Softmax, z: Array) -> Array:
     return p
 
 
+def _bce_from_logits(loss: BinaryCrossentropy, z: Array, p: Array, y: Array) -> tuple[float, Array]:
+    """sigmoid + bce from the logits ``z``; ``from_logits`` switched on after the model planned
+    would make this differ from the plain plan, so it is refused."""
+    if loss.from_logits:
+        raise ValueError(
+            "bce's from_logits was switched on after the model planned its fusions; "
+            "assign model.loss again to plan anew"
+        )
+    return bce_from_logits(z, p, y, z.size if loss.reduction == "mean" else z.shape[0])
+
+
 @hookimpl
 def register_fusions() -> list[Rule]:
     rules: list[Rule] = [
@@ -164,9 +175,7 @@ def register_fusions() -> list[Rule]:
             Sigmoid,
             BinaryCrossentropy,
             forward=lambda act, z: sigmoid(z),
-            value_and_grad=lambda loss, z, p, y: bce_from_logits(
-                z, p, y, z.size if loss.reduction == "mean" else z.shape[0]
-            ),
+            value_and_grad=_bce_from_logits,
             applies=lambda act, loss: not loss.from_logits,
         )
     )

@@ -63,3 +63,31 @@ def test_fit_refuses_to_train_through_it(name: str, plan: str) -> None:
     m.predict(np.zeros((2, 2)))
     with pytest.raises(mf.PluginError, match=name):
         m.fit(np.zeros((8, 2)), np.zeros((8, 2)), epochs=1)
+
+
+class ScalarDerivative(mf.Activation):
+    """y = x, with a derivative given as the scalar 1.0 (a broadcast, not an array of x's shape)."""
+
+    name = "scalar_derivative"
+
+    def forward(self, x: Any) -> Any:
+        return x.copy()
+
+    def derivative(self, x: Any, y: Any) -> Any:
+        return 1.0
+
+
+@pytest.mark.parametrize("plan", ["fast", "plain"])
+def test_a_derivative_of_another_shape_is_refused_by_both_plans(plan: str) -> None:
+    registry = mf.Registry()
+    registry.register(ScalarDerivative)
+    m = mf.Sequential(
+        [{"type": "linear", "units": 3}, "scalar_derivative", {"type": "linear", "units": 1}],
+        input_dim=2,
+        loss="squared_error",
+        registry=registry,
+        plan=plan,
+    )
+    message = r"'scalar_derivative': derivative returned shape \(\) for an input of shape \(8, 3\)"
+    with pytest.raises(mf.PluginError, match=message):
+        m.fit(np.zeros((8, 2)), np.zeros((8, 1)), epochs=1)

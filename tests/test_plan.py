@@ -278,6 +278,21 @@ def test_no_loss_rule_applies_to_logits_or_after_another_layer() -> None:
     assert linear_only.fusions == []
 
 
+def test_from_logits_switched_on_after_planning_is_refused_until_the_loss_is_assigned() -> None:
+    """The sigmoid+bce rule was chosen for probabilities: with ``from_logits`` switched on
+    later it would compute another loss than the plain plan, so it refuses; assigning the loss
+    again plans anew (no loss rule) and trains as the plain plan does."""
+    X, y = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0], [0.0]])
+    model = mf.Sequential([{"type": "linear", "units": 1}, "sigmoid"], input_dim=2, loss="bce")
+    assert model.fusions == [("layers[1]", "sigmoid+bce")]
+    model.loss.from_logits = True
+    with pytest.raises(ValueError, match="from_logits was switched on after the model planned"):
+        model.train_batch(X, y)
+    model.loss = model.loss
+    assert model.fusions == [("layers[0..1]", "linear+sigmoid")]
+    model.train_batch(X, y)
+
+
 # -- which rules apply -------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from microfw.core.interfaces import Activation, Array, Layer
+from microfw.core.interfaces import Activation, Array, Layer, _same_shape
 
 
 class ActivationLayer(Layer):
@@ -29,13 +29,15 @@ class ActivationLayer(Layer):
         return self.activation.get_params()
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        y = self.activation.forward(x)
+        y = self.activation.forward(x)  # its shape: checked at the model's boundary
         if training:
             self._x, self._y = x, y
         return y
 
     def backward(self, dy: Array) -> Array:
-        return dy * self.activation.derivative(self._x, self._y)
+        derivative = self.activation.derivative(self._x, self._y)
+        checked: Array = _same_shape(self.activation, "derivative", derivative, self._x)
+        return dy * checked
 
     def __repr__(self) -> str:
         return f"ActivationLayer({self.activation!r})"

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 FORMAT = "microfw-model"
 FORMAT_VERSION = 3
-READS = (1, 2)
-"""The format versions :func:`load` reads."""
 META, SPEC, WEIGHTS = "meta.json", "spec.json", "weights.npz"
 OPTIMIZER_PREFIX = "optimizer."
 """The prefix of the optimizer's state arrays in ``weights.npz`` (version 3)."""

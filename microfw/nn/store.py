@@ -202,7 +202,6 @@ class ParameterStore:
         self._views: dict[str, Array] = {}
         self._grad_views: dict[str, Array] = {}
         self._mirrors: list[tuple[list[Array], list[Array], list[Array], list[Array]]] = []
-        self._sizes = (0, 0)
         self._cursor = [0, 0]
 
     # -- building -------------------------------------------------------------------------
