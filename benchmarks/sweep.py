@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"cost per trial, local: {cost:.3f} s; target < 0.2 s: {'met' if ok_cost else 'NOT met'}")
     print("all targets met" if ok_ratio and ok_cost else "some targets NOT met")
-    return 0
+    return 0 if ok_ratio and ok_cost else 1
 
 
 if __name__ == "__main__":

@@ -275,14 +275,16 @@ def test_json_text_with_a_byte_order_mark_is_json(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fifo(tmp_path: Path) -> Iterator[Path]:
-    """A FIFO nobody writes to; after 5 s a helper opens and closes it, so that code that
-    blocks on it (the old behaviour) fails instead of hanging the test run."""
+    """A FIFO nobody writes to. A call that blocks on it (the old behaviour) is released after
+    30 s by a helper that opens and closes it, and the test then fails: that the helper had
+    to step in is the test, not how long the call took (a busy machine may be slow)."""
     path = tmp_path / "pipe"
     os.mkfifo(path)
-    done = threading.Event()
+    done, rescued = threading.Event(), threading.Event()
 
     def unblock() -> None:
-        if not done.wait(5):
+        if not done.wait(30):
+            rescued.set()
             with open(path, "wb"):
                 pass
 
@@ -294,6 +296,7 @@ def fifo(tmp_path: Path) -> Iterator[Path]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         helper.join(5)
         os.close(fd)
+    assert not rescued.is_set(), "the call blocked on the FIFO until the helper opened it"
 
 
 @pytest.mark.parametrize(
@@ -309,10 +312,8 @@ def fifo(tmp_path: Path) -> Iterator[Path]:
 def test_a_fifo_is_refused_at_once(
     fifo: Path, call: Callable[[Path], Any], error: type[Exception], message: str
 ) -> None:
-    start = time.monotonic()
     with pytest.raises(error, match=message):
         call(fifo)
-    assert time.monotonic() - start < 4
 
 
 def test_fit_on_a_fifo_spec_is_a_one_line_error(
@@ -320,9 +321,7 @@ def test_fit_on_a_fifo_spec_is_a_one_line_error(
 ) -> None:
     data = tmp_path / "d.csv"
     data.write_text("a,b,y\n0,1,1\n")
-    start = time.monotonic()
     assert main(["fit", str(fifo), "--data", str(data), "--target", "y"]) == 1
-    assert time.monotonic() - start < 4
     err = capsys.readouterr().err
     assert err.startswith("microfw: error: invalid spec") and "FIFO" in err
 

@@ -118,6 +118,30 @@ def test_every_escaping_package_is_reported_and_the_rest_works(site: Path) -> No
     assert np.isfinite(history.history["loss"]).all()
 
 
+def test_a_fusion_hook_that_exits_or_returns_junk_is_reported_and_the_rules_stay(
+    site: Path,
+) -> None:
+    install(
+        site,
+        "mf-fusions-exit",
+        "import sys\nimport microfw as mf\n\n@mf.hookimpl\n"
+        "def register_fusions():\n    sys.exit(4)\n",
+    )
+    install(
+        site,
+        "mf-fusions-junk",
+        "import microfw as mf\n\n@mf.hookimpl\n"
+        "def register_fusions():\n    return ['linear+relu']\n",
+    )
+    registry = mf.Registry()
+    builtin = {entry.rule.label() for entry in mf.Registry(autoload=False).fusions()}
+    with pytest.warns(RuntimeWarning, match="microfw plugin skipped"):
+        assert {entry.rule.label() for entry in registry.fusions()} == builtin
+    reports = {p.package: str(p) for p in registry.problems}
+    assert "register_fusions() raised SystemExit(4)" in reports["mf-fusions-exit"]
+    assert "'linear+relu' is not a Fusion or LossFusion" in reports["mf-fusions-junk"]
+
+
 def test_the_command_line_lists_a_package_with_a_bad_hook_signature(site: Path) -> None:
     install(site, "mf-bad-signature", ESCAPES["mf-bad-signature"][0])
     install(site, "mf-swish", SWISH)

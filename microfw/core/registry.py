@@ -220,17 +220,8 @@ class Registry:
             impls = getattr(self._pm.hook, hook_name).get_hookimpls()
             # microfw's own first: a look-alike of a built-in name is the one refused.
             for impl in sorted(impls, key=lambda i: not self._is_builtin(i.plugin_name)):
-                prov = self._provenance.get(impl.plugin_name) or Provenance(
-                    impl.plugin_name, None, impl.plugin_name
-                )
-                try:  # a hook may raise anything, even SystemExit: only its package is lost
-                    classes = list(impl.function())
-                except (Exception, SystemExit) as exc:
-                    self._problem(
-                        prov.source, prov.package, f"{hook_name}() raised {_safe_repr(exc)}"
-                    )
-                    continue
-                for cls in classes:
+                prov, classes = self._call_hook(impl, hook_name)
+                for cls in classes or ():
                     name: object = None
                     try:  # a class whose `name` or `__class__` raises is that package's problem
                         reason = _invalid_class(cls, interface)
@@ -247,6 +238,19 @@ class Registry:
                         continue
                     self._add_entry(index, Entry(kind, name, cls, prov))
         return index
+
+    def _call_hook(self, impl: Any, hook_name: str) -> tuple[Provenance, list[Any] | None]:
+        """One package's implementation of a ``register_*`` hook: its provenance and what it
+        returned, or None if it raised (reported in :attr:`problems`; a hook may raise
+        anything, even SystemExit: only its package is lost)."""
+        prov = self._provenance.get(impl.plugin_name) or Provenance(
+            impl.plugin_name, None, impl.plugin_name
+        )
+        try:
+            return prov, list(impl.function())
+        except (Exception, SystemExit) as exc:
+            self._problem(prov.source, prov.package, f"{hook_name}() raised {_safe_repr(exc)}")
+            return prov, None
 
     def _is_builtin(self, plugin_name: str) -> bool:
         prov = self._provenance.get(plugin_name)
@@ -308,21 +312,16 @@ class Registry:
         found: dict[tuple[object, ...], FusionEntry] = {}
         hook = getattr(self._pm.hook, hookspecs.FUSION_HOOK)
         for impl in hook.get_hookimpls():
-            prov = self._provenance.get(impl.plugin_name) or Provenance(
-                impl.plugin_name, None, impl.plugin_name
-            )
-            try:
-                rules = list(impl.function())
-            except Exception as exc:
-                self._problem(prov.source, prov.package, f"register_fusions() raised {exc!r}")
-                continue
-            for rule in rules:
+            prov, rules = self._call_hook(impl, hookspecs.FUSION_HOOK)
+            for rule in rules or ():
                 if isinstance(rule, Fusion):
                     key: tuple[object, ...] = ("fusion", *rule.pattern)
                 elif isinstance(rule, LossFusion):
                     key = ("loss", rule.last, rule.loss)
                 else:
-                    message = f"register_fusions(): {rule!r} is not a Fusion or LossFusion"
+                    message = (
+                        f"register_fusions(): {_safe_repr(rule)} is not a Fusion or LossFusion"
+                    )
                     self._problem(prov.source, prov.package, message)
                     continue
                 other = found.get(key)
