@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,13 +361,7 @@ def test_a_killed_sweep_resumes_without_losing_a_finished_trial(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
-        before: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and process.poll() is None and len(before) < 2:
-            if (out / "trials.json").exists():
-                before = json.loads((out / "trials.json").read_text())["trials"]
-            time.sleep(0.05)
-        time.sleep(0.25)  # trial 2 has started, and takes longer than this
+        _wait_until(lambda: 2 in _running(out), process)  # trial 2 is training
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=30)
@@ -401,10 +397,7 @@ def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path
         start_new_session=True,  # its own group, as a terminal's foreground job
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not (out / "trials.json").exists():
-            time.sleep(0.05)
-        time.sleep(0.25)  # the next trials have started, and take longer than this (0.6 s or more)
+        _wait_until(lambda: (out / "trials.json").exists() and bool(_running(out)), process)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the sweep and its workers
         _, err = process.communicate(timeout=60)
     finally:
@@ -421,6 +414,31 @@ def test_ctrl_c_stops_the_workers_and_the_sweep_resumes(data_csv: Path, tmp_path
         assert after[row["number"]] == row
     reruns = [r["rerun_of"] for r in after.values() if r["rerun_of"] is not None]
     assert reruns and not set(reruns) & set(after)  # the trials cut short ran again
+
+
+def _running(out: Path) -> set[int]:
+    """The numbers of the trials the study in ``out`` holds as running, seed stored."""
+    db = out / "study.db"
+    if not db.exists():
+        return set()
+    query = (
+        "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id"
+        " WHERE t.state = 'RUNNING' AND a.key = 'seed'"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as db_:
+            return {number for (number,) in db_.execute(query)}
+    except sqlite3.Error:  # the sweep is creating its tables
+        return set()
+
+
+def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[Any]) -> None:
+    """Poll ``ready`` until it holds; fail if ``process`` ends first or 90 s pass."""
+    deadline = time.monotonic() + 90
+    while not ready():
+        assert process.poll() is None, "the sweep ended before the moment to interrupt it"
+        assert time.monotonic() < deadline, "the sweep never reached the moment to interrupt it"
+        time.sleep(0.02)
 
 
 # -- a real two-node Ray cluster ----------------------------------------------------------------
