@@ -132,9 +132,11 @@ class _MemoryZip(zipfile.ZipFile):
         pass
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file, fsync, then a rename.
 
+    ``sync=False`` skips the fsyncs, for a file rewritten often and derivable again (a reader
+    or a killed process still never sees half a file; a power cut may lose the last version).
     A new file gets the mode ``0o666`` less the umask (as ``open`` gives); a replaced file
     keeps its mode. On any failure, Ctrl-C included, the target is untouched and the
     temporary file removed. Stale temporary files of the same target, left by processes of
@@ -160,7 +162,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -170,7 +173,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    _fsync_directory(path.parent)
+    if sync:
+        _fsync_directory(path.parent)
 
 
 def temp_name(path: Path) -> Path:

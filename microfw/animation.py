@@ -139,6 +139,8 @@ class TrainingAnimation(Callback):
         ax.set_title(self._title(*self.recorded[0][:2]))
         fig.tight_layout()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Not _files.atomic_write: the Pillow writer saves to a path and picks the format
+        # from its suffix, so the temporary file ends in .gif.
         fd, tmp = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".gif"
         )

@@ -27,18 +27,16 @@ and no file is written. Needs the ``onnx`` extra (onnx; onnxruntime to run the r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import microfw as mf
 from microfw._extras import require
+from microfw._files import atomic_write
 from microfw.errors import OnnxExportError
 
 if TYPE_CHECKING:
@@ -155,19 +153,7 @@ def export(model: mf.Sequential, path: str | os.PathLike[str]) -> None:
     Raises :class:`OnnxExportError` (nothing written) if a plugin has no ONNX mapping.
     """
     data = to_model_proto(model).SerializeToString()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def metadata(model: mf.Sequential) -> dict[str, str]:

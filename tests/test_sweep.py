@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import pytest
 import microfw as mf
 from microfw.cli import main
 from microfw.sweep import SpaceError, SweepError, load_space, run, trial_seed
+from microfw.sweep.output import write_tables
 from microfw.sweep.space import check_against_spec, trial_spec
 from microfw.sweep.trial import load_trial_data
 
@@ -312,6 +314,32 @@ def test_a_combination_that_makes_the_spec_invalid_fails_that_trial_only(
     error = result.rows[3]["error"]
     assert error.startswith("invalid spec: layers[2]") and "softmax" in error
     assert result.rows[3]["epochs"] is None  # never trained
+
+
+def test_a_nan_or_infinite_number_is_written_as_null_and_an_empty_cell(tmp_path: Path) -> None:
+    row = {
+        "number": 0,
+        "state": "complete",
+        "params": {"optimizer.lr": 0.5},
+        "value": math.inf,
+        "metrics": {"loss": math.nan, "accuracy": 0.5},
+        "duration": 0.1,
+        "epochs": 3,
+        "seed": 7,
+        "error": None,
+    }
+    write_tables(tmp_path, [row], {"best": None, "history": [math.nan, 1.0]})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"trials.json holds {constant}, which is not JSON")
+
+    document = json.loads((tmp_path / "trials.json").read_text(), parse_constant=refuse)
+    assert document["history"] == [None, 1.0]
+    (written,) = document["trials"]
+    assert written["value"] is None and written["metrics"] == {"loss": None, "accuracy": 0.5}
+    header, line = (tmp_path / "trials.csv").read_text().splitlines()
+    cells = dict(zip(header.split(","), line.split(","), strict=True))
+    assert cells["value"] == cells["loss"] == "" and cells["accuracy"] == "0.5"
 
 
 def test_an_output_directory_is_not_reused_without_resume(data_csv: Path, tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from microfw._files import atomic_write
 
 TRIALS_CSV = "trials.csv"
 TRIALS_JSON = "trials.json"
@@ -19,25 +19,15 @@ BEST_MODEL = "best.microfw"
 STUDY_DB = "study.db"
 
 
-def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (fsynced if ``sync``) and rename it
-    over ``path``: a reader, or a killed process, never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a diverged trial's loss) replaced by ``None``:
+    ``trials.json`` stays strict JSON, as ``trials.csv`` leaves such a cell empty."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
     return value
 
 
@@ -47,9 +37,9 @@ def write_tables(
     """``trials.json`` (``summary`` and every row) and ``trials.csv`` (one row per trial:
     number, state, each parameter, value, each final metric, duration, epochs, seed, error)."""
     document = {**summary, "trials": [dict(r) for r in rows]}
-    text = json.dumps(document, indent=2, default=_json_value) + "\n"
+    text = json.dumps(_finite(document), indent=2, allow_nan=False) + "\n"
     # Rewritten after every trial and derived from the study: not worth an fsync each time.
-    write_atomic(out / TRIALS_JSON, text.encode("utf-8"), sync=False)
+    atomic_write(out / TRIALS_JSON, text.encode("utf-8"), sync=False)
 
     params = list(dict.fromkeys(k for r in rows for k in r["params"]))
     metrics = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
@@ -72,7 +62,7 @@ def write_tables(
                 r["error"] or "",
             ]
         )
-    write_atomic(out / TRIALS_CSV, buffer.getvalue().encode("utf-8"), sync=False)
+    atomic_write(out / TRIALS_CSV, buffer.getvalue().encode("utf-8"), sync=False)
     return [out / TRIALS_CSV, out / TRIALS_JSON]
 
 
@@ -80,7 +70,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(value)
+        return repr(value) if math.isfinite(value) else ""
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(value)
@@ -154,5 +144,5 @@ def plot_sweep(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
-    write_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     return path

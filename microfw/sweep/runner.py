@@ -24,6 +24,7 @@ import numpy as np
 
 import microfw as mf
 from microfw._extras import require
+from microfw._files import atomic_write
 from microfw.errors import SweepError
 from microfw.spec.models import read_spec, resolve
 from microfw.sweep.local import Executor, InProcess, ProcessPool
@@ -32,7 +33,6 @@ from microfw.sweep.output import (
     PLOT_PNG,
     STUDY_DB,
     plot_sweep,
-    write_atomic,
     write_tables,
 )
 from microfw.sweep.space import SearchSpace, check_against_spec, load_space, trial_spec
@@ -447,7 +447,7 @@ class _Sweep:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             if result.get("model") is not None and self._better(float(result["value"])):
-                write_atomic(self.out / BEST_MODEL, result["model"])
+                atomic_write(self.out / BEST_MODEL, result["model"])
             self.study.tell(trial, value)
         last = curve[max(curve)] if curve else None
         if state == "complete" and curve:
