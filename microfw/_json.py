@@ -11,14 +11,16 @@ from microfw.errors import JSONTextError, join_path
 __all__ = ["JSONTextError", "loads"]
 
 
-def loads(text: str) -> Any:
-    """Parse ``text`` as :func:`json.loads` does (NaN and Infinity included), but refuse an
-    object with a key twice, and integers longer than Python reads (4300 digits).
+def loads(text: str, *, constants: bool = True) -> Any:
+    """Parse ``text`` as :func:`json.loads` does (NaN and Infinity included unless
+    ``constants`` is false), but refuse an object with a key twice, and integers longer than
+    Python reads (4300 digits).
 
     Raises:
         json.JSONDecodeError: not JSON.
         RecursionError: nested too deeply.
-        JSONTextError: a duplicate key or an integer too long, with its path.
+        JSONTextError: a duplicate key, an integer too long (with its path) or, without
+            ``constants``, NaN or Infinity.
     """
     repeated: list[tuple[dict[str, Any], list[str]]] = []
 
@@ -37,7 +39,11 @@ def loads(text: str) -> Any:
             length = len(digits.lstrip("-"))
             raise JSONTextError("", f"an integer of {length} digits, too long to read") from None
 
-    data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int)
+    def no_constant(name: str) -> Any:
+        raise JSONTextError("", f"{name} is not a number JSON allows")
+
+    hooks: dict[str, Any] = {} if constants else {"parse_constant": no_constant}
+    data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int, **hooks)
     if repeated:
         path, keys = _locate(data, repeated[0][0]), repeated[0][1]
         where = join_path(path, keys[0])

@@ -115,6 +115,35 @@ def test_every_problem_of_a_space_is_listed_with_its_path() -> None:
     assert "did you mean 'step'" in text
 
 
+def test_a_space_file_is_read_as_strictly_as_a_spec_file(tmp_path: Path) -> None:
+    path = tmp_path / "space.json"
+    path.write_bytes(b'\xef\xbb\xbf{"params": {"optimizer.lr": {"uniform": [0.1, 1]}}}')
+    assert load_space(path).params[0].path == "optimizer.lr"  # a byte-order mark is fine
+    refused = {
+        '{"params": {}, "params": {"optimizer.lr": {"uniform": [0.1, 1]}}}': (
+            "params",
+            "key 'params' appears more than once",
+        ),
+        '{"params": {"optimizer.lr": {"choice": [0.1, NaN]}}}': ("", "NaN is not a number"),
+        '{"params": ': ("", "not valid JSON: Expecting value (line 1, column 12)"),
+        "[1, 2]": ("", "expected a JSON object"),
+    }
+    for text, (where, message) in refused.items():
+        path.write_text(text)
+        with pytest.raises(SpaceError) as info:
+            load_space(path)
+        (problem,) = info.value.problems
+        assert problem.path == where and message in problem.message, text
+        assert info.value.source == str(path)
+    path.write_bytes(b"{" + b" " * 2**22 + b"}")
+    with pytest.raises(SpaceError, match="larger than the limit"):
+        load_space(path)
+    with pytest.raises(SpaceError, match="is a directory"):
+        load_space(tmp_path)
+    with pytest.raises(SpaceError, match=r"cannot read: No such file"):
+        load_space(tmp_path / "missing.json")
+
+
 def test_a_continuous_range_needs_points_for_the_grid() -> None:
     with pytest.raises(SpaceError, match=r"params\.optimizer\.lr: the grid sampler needs"):
         load_space({"sampler": "grid", "params": {"optimizer.lr": {"uniform": [0.1, 1]}}})

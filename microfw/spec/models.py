@@ -29,6 +29,7 @@ from microfw.core.rng import RngKind
 from microfw.errors import (
     NotRegularFileError,
     Problem,
+    SpaceError,
     SpecError,
     TooLargeError,
     join_path,
@@ -253,32 +254,48 @@ def read_spec(source: Any) -> tuple[dict[str, Any], str | None]:
         return dict(source), None
     if source is None or isinstance(source, bool | int | float | list | tuple):
         raise SpecError([Problem("", "expected a JSON object", source, True)])
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"a spec is a path, JSON text or a dict, not {type(source).__name__}")
+    return read_json_object(source)
+
+
+def read_json_object(
+    source: str | os.PathLike[str],
+    *,
+    error: type[SpecError] | type[SpaceError] = SpecError,
+    constants: bool = True,
+) -> tuple[dict[str, Any], str | None]:
+    """The JSON object in ``source`` (JSON text starting with ``{``, or a path), and the path.
+
+    The file must be a regular one of at most :data:`MAX_SPEC_BYTES`, in UTF-8 (a byte-order
+    mark allowed); the JSON strict (no key twice; NaN and Infinity only with ``constants``).
+    Raises ``error`` (:class:`SpecError` or :class:`SpaceError`) naming the file and the
+    path, or ``OSError`` (a file missing or unreadable).
+    """
     # JSON text may start with a byte-order mark (as some editors write) and blank space.
     if isinstance(source, str) and source.lstrip(_BLANK).startswith("{"):
         text, origin = source.lstrip(_BLANK), None
-    elif isinstance(source, str | os.PathLike):
+    else:
         origin = os.fspath(source)
         try:  # a regular file of bounded size: a FIFO would block, /dev/zero never end
             text = read_regular(origin, MAX_SPEC_BYTES).decode("utf-8-sig")
         except (NotRegularFileError, TooLargeError) as exc:
-            raise SpecError([Problem("", str(exc.strerror))], source=origin) from None
+            raise error([Problem("", str(exc.strerror))], source=origin) from None
         except UnicodeDecodeError as exc:
             message = f"not UTF-8 text: byte {exc.start} cannot be decoded"
-            raise SpecError([Problem("", message)], source=origin) from None
-    else:
-        raise TypeError(f"a spec is a path, JSON text or a dict, not {type(source).__name__}")
+            raise error([Problem("", message)], source=origin) from None
     try:
-        data = strict_json.loads(text)
+        data = strict_json.loads(text, constants=constants)
     except json.JSONDecodeError as exc:
         message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        raise SpecError([Problem("", message)], source=origin) from None
+        raise error([Problem("", message)], source=origin) from None
     except strict_json.JSONTextError as exc:  # a key given twice, an integer too long
-        raise SpecError([Problem(exc.path, exc.message)], source=origin) from None
+        raise error([Problem(exc.path, exc.message)], source=origin) from None
     except RecursionError:
-        message = "not a spec: JSON nested too deeply to read"
-        raise SpecError([Problem("", message)], source=origin) from None
+        message = "JSON nested too deeply to read"
+        raise error([Problem("", message)], source=origin) from None
     if not isinstance(data, dict):
-        raise SpecError([Problem("", "expected a JSON object", data, True)], source=origin)
+        raise error([Problem("", "expected a JSON object", data, True)], source=origin)
     return data, origin
 
 

@@ -32,11 +32,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import microfw as mf
 from microfw.errors import SpaceError
+from microfw.spec.models import read_json_object
 
 SAMPLERS = ("tpe", "random", "grid")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "choice")
@@ -183,22 +183,14 @@ def load_space(source: str | os.PathLike[str] | Mapping[str, Any]) -> SearchSpac
     """
     origin: str | None = None
     if isinstance(source, Mapping):
-        data: Any = dict(source)
+        data = dict(source)
     else:
-        text = str(source)
-        if not text.lstrip().startswith("{"):
-            origin = os.fspath(source)
-            try:
-                text = Path(origin).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SpaceError([mf.Problem("", f"cannot read: {exc}")], source=origin) from None
         try:
-            data = json.loads(text, parse_constant=_refuse_constant)
-        except ValueError as exc:
-            raise SpaceError([mf.Problem("", f"not valid JSON: {exc}")], source=origin) from None
+            data, origin = read_json_object(source, error=SpaceError, constants=False)
+        except OSError as exc:
+            problem = mf.Problem("", f"cannot read: {exc.strerror or exc}")
+            raise SpaceError([problem], source=os.fspath(source)) from None
     problems: list[mf.Problem] = []
-    if not isinstance(data, dict):
-        raise SpaceError([mf.Problem("", "expected a JSON object", data, True)], source=origin)
     for key in data:
         if key not in SPACE_KEYS:
             problems.append(_unknown(key, key, SPACE_KEYS))
@@ -236,10 +228,6 @@ def load_space(source: str | os.PathLike[str] | Mapping[str, Any]) -> SearchSpac
         pruner=pruner,
         data=data,
     )
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _is_number(value: Any) -> bool:
