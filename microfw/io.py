@@ -140,24 +140,18 @@ def _restore_training_state(
         raise ModelFileError(
             f"{where}: 'epochs_trained' and optimizer 'steps' and 'epochs' must be integers >= 0"
         )
-    streams = saved.get("streams")
-    if not isinstance(streams, dict):
-        raise ModelFileError(f"{where}: 'streams' must be an object")
-    for name in ("init", "shuffle", "split"):
+    streams, layer_streams = saved.get("streams"), saved.get("layer_streams")
+    if not isinstance(streams, dict) or not isinstance(layer_streams, dict):
+        raise ModelFileError(f"{where}: 'streams' and 'layer_streams' must be objects")
+    targets = [
+        (name, getattr(model.streams, name), streams) for name in ("init", "shuffle", "split")
+    ]
+    targets += [(name, stream, layer_streams) for name, stream in model.store.streams.items()]
+    for name, stream, states in targets:
+        if name not in states:  # a resumed run would draw other numbers than the saved one
+            raise ModelFileError(f"{where}: the state of stream {name!r} is missing")
         try:
-            _set_stream_state(getattr(model.streams, name), streams.get(name))
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise ModelFileError(
-                f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"
-            ) from None
-    layer_streams = saved.get("layer_streams", {})
-    if not isinstance(layer_streams, dict):
-        raise ModelFileError(f"{where}: 'layer_streams' must be an object")
-    for name, generator in model.store.streams.items():
-        if name not in layer_streams:
-            continue  # written before the layer had a stream of its own: it starts afresh
-        try:
-            _set_stream_state(generator, layer_streams[name])
+            _set_stream_state(stream, states[name])
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ModelFileError(
                 f"{where}: stream {name!r} cannot be restored ({type(exc).__name__}: {exc})"

@@ -149,6 +149,8 @@ def test_a_format_2_file_loads_without_optimizer_state(tmp_path: Path) -> None:
         (lambda m: m["training_state"].update(epochs_trained=-1), "integers >= 0"),
         (lambda m: m["training_state"]["optimizer"].update(steps="3"), "integers >= 0"),
         (lambda m: m["training_state"]["streams"].update(shuffle={"x": 1}), "stream 'shuffle'"),
+        (lambda m: m["training_state"]["streams"].pop("split"), "stream 'split' is missing"),
+        (lambda m: m["training_state"].pop("layer_streams"), "'layer_streams' must be"),
         (
             lambda m: m["training_state"]["streams"].update(
                 init={"generator": {"bit_generator": "PCG64", "state": "nonsense"}}
@@ -161,6 +163,25 @@ def test_a_damaged_training_state_is_refused(tmp_path: Path, change, message: st
     path, _ = _trained(tmp_path)
     edit_json(path, "meta.json", change)
     with pytest.raises(mf.ModelFileError, match=message):
+        mf.load(path)
+
+
+def test_a_layer_stream_missing_from_the_file_is_refused(tmp_path: Path) -> None:
+    spec = {
+        **SPEC,
+        "layers": [*SPEC["layers"][:1], {"type": "dropout", "rate": 0.3}, *SPEC["layers"][1:]],
+    }
+    model = mf.build(spec)
+    model.fit(*_data(), epochs=1)
+    path = tmp_path / "model.microfw"
+    model.save(path)
+    (name,) = model.store.streams  # the dropout layer's mask stream
+    assert json.loads(members(path)["meta.json"])["training_state"]["layer_streams"].keys() == {
+        name
+    }
+    # Loaded with a fresh stream, a resumed run would draw other masks than the saved run.
+    edit_json(path, "meta.json", lambda m: m["training_state"]["layer_streams"].pop(name))
+    with pytest.raises(mf.ModelFileError, match=f"stream '{name}' is missing"):
         mf.load(path)
 
 
