@@ -4,10 +4,11 @@ Keyed on exact classes (a subclass with its own maths is never fused). The plann
 ``microfw.testing.check_fusion`` compares each with the plain methods of its classes.
 
 * ``linear`` followed by ``sigmoid``, ``tanh``, ``relu``, ``leaky_relu``, ``identity`` or
-  ``relu6``: one
-  step computes ``f(x W + b)`` in the linear layer's output buffer (with numba, ``relu`` adds
-  the bias in its own pass), its gradient over the incoming one where the activation allows,
-  and skips the input gradient of the first layer.
+  ``relu6``: one step computes ``f(x W + b)`` in the linear layer's output buffer (with
+  numba, ``relu`` adds the bias in its own pass), its gradient over the incoming one where
+  the activation allows, and skips the input gradient of the first layer.
+* ``linear`` on its own (before a softmax, a normalisation, dropout...): the same without
+  an activation, so a first such layer skips its input gradient too.
 * ``sigmoid`` + ``bce``, ``softmax`` + ``categorical_crossentropy`` and ``softmax`` +
   ``sparse_categorical_crossentropy``: the loss is computed from the logits, without
   clipping, with the exact gradient ``(p - y) / m``.
@@ -140,6 +141,32 @@ class DenseActivation(Step):
         return dy if dx is None else dx
 
 
+class Dense(Step):
+    """``y = x W + b``, as :class:`Linear` computes it; backward skips ``dx`` where unread."""
+
+    grad_is_scratch = True  # dx is a buffer this step never reads
+
+    def __init__(self, linear: Linear) -> None:
+        self.linear = linear
+        self._y, self._dx = WorkBuffer(), WorkBuffer()
+
+    def forward(self, x: Array) -> Array:
+        layer = self.linear
+        y = self._y.get((x.shape[0], layer.units), layer.W.dtype)
+        np.matmul(x, layer.W, out=y)
+        if layer.b is not None:
+            y += layer.b
+        self._x = x
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        layer = self.linear
+        dx = dense_backward(
+            self._x, dy, layer.W, layer.dW, layer.db, self._dx if self.needs_input_grad else None
+        )
+        return dy if dx is None else dx
+
+
 def _dense(ops: InPlace) -> Callable[[Sequence[Any]], Step]:
     def step(plugins: Sequence[Any]) -> Step:
         linear, activation = plugins
@@ -170,6 +197,7 @@ def register_fusions() -> list[Rule]:
     rules: list[Rule] = [
         Fusion((Linear, activation), _dense(ops)) for activation, ops in IN_PLACE.items()
     ]
+    rules.append(Fusion((Linear,), lambda plugins: Dense(plugins[0])))
     rules.append(
         LossFusion(
             Sigmoid,

@@ -249,7 +249,7 @@ def test_validate_prints_the_layer_table(capsys: pytest.CaptureFixture[str]) -> 
     assert lines[4].split() == ["1", "relu", "25", "0"]
     assert "parameters: 5226" in out and "rng: legacy" in out
     relu = ", ".join(f"linear+relu (layers[{i}..{i + 1}])" for i in (0, 2, 4, 6))
-    assert lines[-1] == f"fusions: {relu}, sigmoid+bce (layers[9])"
+    assert lines[-1] == f"fusions: {relu}, linear (layers[8]), sigmoid+bce (layers[9])"
 
 
 def test_validate_lists_every_problem_with_its_path(

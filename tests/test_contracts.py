@@ -44,6 +44,7 @@ def test_the_builtin_fusion_rules_are_registered(registry):
     labels = {f.rule.label() for f in registry.fusions()}
     dense = {f"linear+{a}" for a in ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "relu6")}
     assert labels == dense | {
+        "linear",
         "sigmoid+bce",
         "softmax+categorical_crossentropy",
         "softmax+sparse_categorical_crossentropy",

@@ -275,7 +275,7 @@ def test_no_loss_rule_applies_to_logits_or_after_another_layer() -> None:
     )
     assert logits.fusions == [("layers[0..1]", "linear+sigmoid")]  # no loss rule
     linear_only = mf.Sequential([{"type": "linear", "units": 1}], input_dim=2, loss="bce")
-    assert linear_only.fusions == []
+    assert linear_only.fusions == [("layers[0]", "linear")]  # no loss rule
 
 
 def test_from_logits_switched_on_after_planning_is_refused_until_the_loss_is_assigned() -> None:
@@ -284,7 +284,7 @@ def test_from_logits_switched_on_after_planning_is_refused_until_the_loss_is_ass
     again plans anew (no loss rule) and trains as the plain plan does."""
     X, y = np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0], [0.0]])
     model = mf.Sequential([{"type": "linear", "units": 1}, "sigmoid"], input_dim=2, loss="bce")
-    assert model.fusions == [("layers[1]", "sigmoid+bce")]
+    assert model.fusions == [("layers[0]", "linear"), ("layers[1]", "sigmoid+bce")]
     model.loss.from_logits = True
     with pytest.raises(ValueError, match="from_logits was switched on after the model planned"):
         model.train_batch(X, y)
@@ -310,6 +310,7 @@ def test_from_logits_switched_on_after_planning_is_refused_until_the_loss_is_ass
             [
                 ("layers[0..1]", "linear+relu"),
                 ("layers[2..3]", "linear+leaky_relu"),
+                ("layers[4]", "linear"),
                 ("layers[5]", "softmax+categorical_crossentropy"),
             ],
         ),
@@ -321,7 +322,11 @@ def test_from_logits_switched_on_after_planning_is_refused_until_the_loss_is_ass
                 "sigmoid",
             ],
             "bce",
-            [("layers[0..1]", "linear+tanh"), ("layers[4]", "sigmoid+bce")],
+            [
+                ("layers[0..1]", "linear+tanh"),
+                ("layers[3]", "linear"),
+                ("layers[4]", "sigmoid+bce"),
+            ],
         ),
         (
             [
@@ -338,7 +343,7 @@ def test_the_fast_plan_applies_the_expected_rules(
     layers: list[Any], loss: str, expected: list[tuple[str, str]]
 ) -> None:
     """Listed in layer order; an activation no rule takes (sigmoid after tanh, softmax in
-    the middle) and a linear layer before a loss rule run alone."""
+    the middle) runs alone, a linear layer before a loss rule as the lone ``linear`` rule."""
     fast = mf.Sequential(layers, input_dim=2, loss=loss, seed=0)
     assert fast.fusions == expected
     assert mf.Sequential(layers, input_dim=2, loss=loss, seed=0, plan="plain").fusions == []
@@ -346,7 +351,7 @@ def test_the_fast_plan_applies_the_expected_rules(
 
 def test_setting_the_loss_plans_the_pass_again() -> None:
     model = mf.Sequential([{"type": "linear", "units": 1}, "sigmoid"], input_dim=2, loss="bce")
-    assert model.fusions == [("layers[1]", "sigmoid+bce")]
+    assert model.fusions == [("layers[0]", "linear"), ("layers[1]", "sigmoid+bce")]
     model.loss = BinaryCrossentropy(from_logits=True)
     assert model.fusions == [("layers[0..1]", "linear+sigmoid")]
     X, y = np.array([[0.5, -1.0], [1.0, 2.0]]), np.array([0.0, 1.0])
@@ -418,7 +423,7 @@ class DoubledBCE(BinaryCrossentropy):
 def test_a_relu_subclass_gets_no_fusion(activation: type[mf.Activation]) -> None:
     layers = [{"type": "linear", "units": 3}, activation()]
     model = mf.Sequential(layers, input_dim=2, loss="squared_error", seed=0)
-    assert model.fusions == []
+    assert model.fusions == [("layers[0]", "linear")]  # the activation runs its own maths
     plain = mf.Sequential(layers, input_dim=2, loss="squared_error", seed=0, plan="plain")
     X, y = np.array([[40.0, -3.0], [2.0, 9.0], [-1.0, 0.5]]), np.full((3, 3), 3.0)
     value, grads = model.compute_gradients(X, y)
@@ -437,7 +442,7 @@ def test_a_bce_subclass_gets_no_fusion() -> None:
     layers = [{"type": "linear", "units": 1}, "sigmoid"]
     plain = mf.Sequential(layers, input_dim=2, loss="bce", seed=0)
     doubled = mf.Sequential(layers, input_dim=2, loss=DoubledBCE(), seed=0)
-    assert plain.fusions == [("layers[1]", "sigmoid+bce")]
+    assert plain.fusions == [("layers[0]", "linear"), ("layers[1]", "sigmoid+bce")]
     assert doubled.fusions == [("layers[0..1]", "linear+sigmoid")]  # no loss rule
     value, grads = plain.compute_gradients(X, y)
     doubled_value, doubled_grads = doubled.compute_gradients(X, y)
@@ -566,7 +571,7 @@ def test_numbas_debugging_switch_turns_to_the_numpy_paths() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.split() == ["False", "2", "True"]
+    assert result.stdout.split() == ["False", "3", "True"]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

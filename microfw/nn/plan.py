@@ -189,7 +189,7 @@ def _fused(
             continue
         if rule.applies is not None and not rule.applies(window):
             continue
-        applied.append((f"layers[{i}..{i + n - 1}]", rule.label()))
+        applied.append((f"layers[{i}..{i + n - 1}]" if n > 1 else f"layers[{i}]", rule.label()))
         return rule.step(window), n
     return None
 
