@@ -297,6 +297,42 @@ def test_a_worker_that_dies_fails_its_trial_and_is_replaced(
     assert failed["error"] == "the worker process died (exit code -9)"  # and a new one took over
 
 
+@pytest.mark.parametrize(
+    ("training", "swept", "pinned"),
+    [
+        ({}, False, True),  # the default "auto" would time threads in every worker
+        ({"blas_threads": None}, False, False),  # the spec says: leave BLAS as it is
+        ({"blas_threads": 2}, False, False),
+        ({}, True, False),  # the space chooses it
+    ],
+)
+def test_workers_run_blas_on_one_thread_unless_the_spec_or_space_sets_it(
+    data_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    training: dict[str, Any],
+    swept: bool,
+    pinned: bool,
+) -> None:
+    from microfw.sweep import runner
+    from microfw.sweep.local import InProcess
+
+    seen: list[bool] = []
+
+    class Recorder(InProcess):  # the pool's arguments, trials run here
+        def __init__(self, jobs: int, source: Any, warmup: Any, *, one_blas_thread: bool) -> None:
+            seen.append(one_blas_thread)
+            super().__init__(load_trial_data(*source))
+
+    monkeypatch.setattr(runner, "ProcessPool", Recorder)
+    spec = {**SPEC, "training": {**SPEC["training"], **training}}
+    space: dict[str, Any] = {"sampler": "random", "params": {"optimizer.lr": {"uniform": [0.1, 1]}}}
+    if swept:
+        space["params"]["training.blas_threads"] = {"choice": [1, "auto"]}
+    run(spec, data_csv, space, target="y", out=tmp_path / "s", trials=2, jobs=2, progress=None)
+    assert seen == [pinned]
+
+
 def test_unpromising_trials_are_pruned(data_csv: Path, tmp_path: Path) -> None:
     space = {
         "sampler": "grid",

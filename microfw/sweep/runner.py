@@ -156,7 +156,7 @@ def run(
         executor = InProcess(trial_data)
     else:
         source = (data_path, target, split, sweep_seed)
-        executor = ProcessPool(jobs, source, base, one_blas_thread=_blas_unset(defaults))
+        executor = ProcessPool(jobs, source, base, one_blas_thread=_blas_unset(base, space))
     try:
         with _quiet_optuna():
             study = _study(db, space, config, sweep_seed, resume, direction)
@@ -253,8 +253,13 @@ def _storage(db: Path) -> Any:
     return RDBStorage(f"sqlite:///{path}", engine_kwargs={"creator": connect})
 
 
-def _blas_unset(defaults: Mapping[str, Any]) -> bool:
-    return defaults.get("training", {}).get("blas_threads") is None
+def _blas_unset(base: Mapping[str, Any], space: SearchSpace) -> bool:
+    """Whether neither the spec nor the space sets ``training.blas_threads``: the workers then
+    run BLAS on one thread (N trials at once keep the cores busy; ``"auto"``, the default,
+    would time more threads in each worker against the others)."""
+    training = base.get("training")
+    in_spec = isinstance(training, Mapping) and "blas_threads" in training
+    return not in_spec and all(p.path != "training.blas_threads" for p in space.params)
 
 
 def _sampler(space: SearchSpace, seed: int, n_trials: int) -> Any:
