@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -126,3 +127,33 @@ def test_every_subpackage_is_packaged() -> None:
         for path in (root / "microfw").rglob("__init__.py")
     }
     assert found <= declared, sorted(found - declared)
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``microfw.a.b.name`` names a module or an attribute of one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_every_dotted_name_the_docs_and_messages_give_exists() -> None:
+    """``microfw.spec.MAX_LAYERS`` in an error message or the README is where a user looks it
+    up: each such dotted name (docs, docstrings, messages) must import."""
+    root = CORE.parent
+    sources = [root / name for name in ("README.md", "ARCHITECTURE.md", "CHANGELOG.md")]
+    sources += [root / "examples" / "README.md", *sorted(CORE.rglob("*.py"))]
+    named = set()
+    for source in sources:
+        named |= set(re.findall(r"\bmicrofw(?:\.[A-Za-z_]\w*)+", source.read_text("utf-8")))
+    assert len(named) > 50, sorted(named)  # the scan found the references
+    assert [name for name in sorted(named) if not _resolves(name)] == []

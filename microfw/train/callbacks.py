@@ -197,7 +197,7 @@ class ModelCheckpoint(Callback):
             metric plugins whose ``greater_is_better`` is true, min otherwise).
         save_best_only: write only when ``monitor`` beats the best value so far.
 
-    Each file is a full model file (:func:`microfw.save`: written to a temporary file, then
+    Each file is a full model file (:func:`microfw.io.save`: written to a temporary file, then
     renamed), with the optimizer's state, so training resumes from it bit-identically.
     """
 
