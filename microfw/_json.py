@@ -4,6 +4,7 @@ their path, never a silently kept last value or a bare ``ValueError``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from microfw.errors import JSONTextError, join_path
@@ -32,34 +33,46 @@ def loads(text: str, *, constants: bool = True) -> Any:
             repeated.append((obj, dups))
         return obj
 
-    def big_int(digits: str) -> int:
+    def big_int(digits: str) -> int | _TooLong:
         try:
             return int(digits)
-        except ValueError:  # past sys.get_int_max_str_digits()
-            length = len(digits.lstrip("-"))
-            raise JSONTextError("", f"an integer of {length} digits, too long to read") from None
+        except ValueError:  # past sys.get_int_max_str_digits(): found after, with its path
+            too_long.append(_TooLong(len(digits.lstrip("-"))))
+            return too_long[-1]
 
     def no_constant(name: str) -> Any:
         raise JSONTextError("", f"{name} is not a number JSON allows")
 
+    too_long: list[_TooLong] = []
     hooks: dict[str, Any] = {} if constants else {"parse_constant": no_constant}
     data = json.loads(text, object_pairs_hook=pairs, parse_int=big_int, **hooks)
+    if too_long:
+        first = too_long[0]
+        where = _locate(data, lambda node: node is first)
+        raise JSONTextError(where, f"an integer of {too_long[0].digits} digits, too long to read")
     if repeated:
-        path, keys = _locate(data, repeated[0][0]), repeated[0][1]
-        where = join_path(path, keys[0])
+        obj, keys = repeated[0]
+        where = join_path(_locate(data, lambda node: node is obj), keys[0])
         raise JSONTextError(where, f"key {keys[0]!r} appears more than once in one object")
     return data
 
 
-def _locate(root: Any, target: object) -> str:
-    """The path of the object ``target`` (by identity) inside ``root``, without recursion."""
+class _TooLong:
+    """Stands for an integer too long to read until its path is known."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _locate(root: Any, found: Callable[[Any], bool]) -> str:
+    """The path of the first node inside ``root`` that is ``found``, without recursion."""
     stack: list[tuple[str, Any]] = [("", root)]
     while stack:
         path, node = stack.pop()
-        if node is target:
+        if found(node):
             return path
         if isinstance(node, dict):
-            stack += [(join_path(path, k), v) for k, v in node.items()]
+            stack += [(join_path(path, k), v) for k, v in reversed(node.items())]
         elif isinstance(node, list):
-            stack += [(join_path(path, i), v) for i, v in enumerate(node)]
+            stack += [(join_path(path, i), v) for i, v in reversed(list(enumerate(node)))]
     return ""
