@@ -38,27 +38,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit  # type: ignore[import-untyped]
-from sklearn.base import (  # type: ignore[import-untyped]
+
+from microfw._extras import require
+
+# Without scikit-learn (and its scipy), importing this module is a MissingExtraError.
+require("sklearn", "sklearn", "microfw.sklearn (the scikit-learn estimators)")
+
+from scipy.special import expit  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.base import (  # type: ignore[import-untyped]  # noqa: E402
     BaseEstimator,
     ClassifierMixin,
     MultiOutputMixin,
     RegressorMixin,
 )
-from sklearn.utils import check_random_state  # type: ignore[import-untyped]
-from sklearn.utils.multiclass import (  # type: ignore[import-untyped]
+from sklearn.utils import check_random_state  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.utils.multiclass import (  # type: ignore[import-untyped]  # noqa: E402
     check_classification_targets,
     type_of_target,
 )
-from sklearn.utils.validation import (  # type: ignore[import-untyped]
+from sklearn.utils.validation import (  # type: ignore[import-untyped]  # noqa: E402
     check_is_fitted,
     column_or_1d,
     validate_data,
 )
 
-import microfw as mf
-from microfw.nn.modelfile import to_bytes
-from microfw.spec.models import read_spec
+import microfw as mf  # noqa: E402
+from microfw.nn.modelfile import to_bytes  # noqa: E402
+from microfw.spec.models import read_spec  # noqa: E402
 
 __all__ = ["DEFAULT_SPEC", "MicrofwClassifier", "MicrofwRegressor"]
 

@@ -120,10 +120,24 @@ def _progress_bar(tmp_path: Path) -> Any:
     return mf.ProgressBar()
 
 
+def _sklearn_bridge(tmp_path: Path) -> Any:
+    # Imported anew (the test's monkeypatch puts the module already imported back after).
+    sys.modules.pop("microfw.sklearn", None)
+    return importlib.import_module("microfw.sklearn")
+
+
+def _onnx_export(tmp_path: Path) -> Any:
+    from microfw.onnx import export
+
+    return export(_tiny_model(), tmp_path / "model.onnx")
+
+
 EXTRAS: list[tuple[str, str, Callable[[Path], Any], str]] = [
     # (module hidden, extra, what needs it, words of the message)
     ("matplotlib", "plot", _plot, "plotting needs matplotlib"),
     ("tqdm", "progress", _progress_bar, "ProgressBar needs tqdm"),
+    ("sklearn", "sklearn", _sklearn_bridge, "the scikit-learn estimators) needs sklearn"),
+    ("onnx", "onnx", _onnx_export, "ONNX export needs onnx"),
 ]
 
 
@@ -141,6 +155,8 @@ def test_a_missing_extra_raises_missing_extra_error_naming_the_pip_command(
     for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, package, None)
+    if "microfw.sklearn" in sys.modules:  # put back as it was after _sklearn_bridge
+        monkeypatch.setitem(sys.modules, "microfw.sklearn", sys.modules["microfw.sklearn"])
     with pytest.raises(mf.MissingExtraError) as caught:
         use(tmp_path)
     error = caught.value
@@ -156,7 +172,8 @@ def test_a_missing_extra_raises_missing_extra_error_naming_the_pip_command(
 def test_the_extra_named_installs_the_package(package: str, extra: str) -> None:
     extras = _optional_dependencies()
     assert extra in extras, f"pyproject.toml has no extra {extra!r}"
-    assert package in _requirement_names(extras[extra]), extras[extra]
+    distribution = {"sklearn": "scikit-learn"}.get(package, package)  # import name -> PyPI's
+    assert distribution in _requirement_names(extras[extra]), extras[extra]
 
 
 def test_a_missing_extra_is_still_caught_as_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
