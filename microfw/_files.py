@@ -3,7 +3,8 @@
 * :func:`open_regular` / :func:`read_regular` refuse what is not a regular file (a FIFO would
   block forever, ``/dev/zero`` never ends) before reading a byte, and bound what is read.
 * :func:`atomic_write` writes a temporary file next to the target and renames it over the
-  target. Temporary files are named ``.<target>.<host>.<pid>.<random>.tmp``: the clean-up is
+  target. Temporary files are named ``.<target>.<host>.<pid>.<process>.<random>.tmp`` (``process``
+  tells this process from a dead one that had its pid): the clean-up is
   armed before the file exists, and a later save removes the ones left by a process of this
   host that no longer runs (``kill -9``, a power cut), never those of a live save.
 """
