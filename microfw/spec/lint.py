@@ -88,8 +88,8 @@ def _output_rules(last: Any, path: str, loss: Loss) -> list[Problem]:
         if actual[0] < lo or actual[1] > hi:
             example = _EXAMPLES.get(loss.expects or "")
             fix = f"end the model with e.g. {example!r}" if example else "change the last layer"
-            if loss.name == "bce":
-                fix += " (or give bce from_logits=true)"
+            if getattr(loss, "from_logits", None) is False:  # a loss that can take logits
+                fix += f" (or give {loss.name} from_logits=true)"
             found.append(
                 Problem(
                     path,
