@@ -26,6 +26,7 @@ from pydantic import (
 from microfw.errors import Problem, SpecError, join_path_problem
 
 _MODEL_ATTR = "__microfw_params_model__"
+_HINTS_ATTR = "__microfw_parameter_hints__"
 PLUGIN_REF_KEY = "x-microfw-plugin"
 """Marks the JSON schema of a parameter that refers to a plugin of the kind it names."""
 
@@ -101,13 +102,22 @@ def _reference_field(interface: type, optional: bool = False) -> Any:
 
 
 def parameter_hints(cls: type) -> dict[str, Any]:
-    """The parameters a plugin class declares (annotated, non-ClassVar, public attributes)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {
-        name: hint
-        for name, hint in hints.items()
-        if not name.startswith("_") and get_origin(hint) is not ClassVar and hint is not ClassVar
-    }
+    """The parameters a plugin class declares (annotated, non-ClassVar, public attributes).
+
+    Worked out once per class (``typing.get_type_hints`` is slow) and cached on it.
+    """
+    cached = cls.__dict__.get(_HINTS_ATTR)
+    if cached is None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        cached = {
+            name: hint
+            for name, hint in hints.items()
+            if not name.startswith("_")
+            and get_origin(hint) is not ClassVar
+            and hint is not ClassVar
+        }
+        setattr(cls, _HINTS_ATTR, cached)
+    return dict(cached)
 
 
 def params_model(cls: type) -> type[BaseModel]:

@@ -138,11 +138,10 @@ class Sequential:
                 for i, (layer, n_in) in enumerate(zip(self.layers, widths, strict=False))
             ]
         )
-        for i, path in enumerate(resolved.layer_paths):
-            arrays = [a for name, a in self.store.items() if name.startswith(f"layers.{i}.")]
-            if not all(np.isfinite(a).all() for a in arrays):
-                message = f"initial weights are not finite in {self.dtype}: lower the init scale"
-                raise SpecError([Problem(path, message)])
+        overflowed = [_layer_index(n) for n, a in self.store.items() if not np.isfinite(a).all()]
+        if overflowed:  # the first such layer
+            message = f"initial weights are not finite in {self.dtype}: lower the init scale"
+            raise SpecError([Problem(resolved.layer_paths[min(overflowed)], message)])
         self._mirrored = self.store.mirrored  # fixed once the layers are built
         self._params = [a for _, a in self.store.items(trainable=True)]
         self._grads = [self.store.grad(name) for name in self.store.names(trainable=True)]
@@ -157,7 +156,7 @@ class Sequential:
     @loss.setter
     def loss(self, loss: Loss) -> None:
         rules = [] if self.plan_mode == "plain" else [e.rule for e in self.registry.fusions()]
-        parameterised = [i for i in range(len(self.layers)) if self.count_parameters(i)]
+        parameterised = {_layer_index(n) for n, a in self.store.items(trainable=True) if a.size}
         self._plan = make_plan(self.layers, loss, rules, self.plan_mode, parameterised)
         self._loss = loss
 
@@ -442,6 +441,11 @@ class Sequential:
         from microfw.nn.summary import summary_html
 
         return summary_html(self)
+
+
+def _layer_index(name: str) -> int:
+    """The layer index of a store array's full name (``layers.<i>.<array>``)."""
+    return int(name.split(".", 2)[1])
 
 
 def _package(registry: Registry, plugin: Plugin) -> str:
