@@ -38,6 +38,7 @@ import microfw as mf
 from microfw._extras import require
 from microfw._files import atomic_write
 from microfw.errors import OnnxExportError
+from microfw.spec.models import plugins_of
 
 if TYPE_CHECKING:
     import onnx
@@ -103,17 +104,17 @@ class OnnxContext:
     def call(self, plugin: Any, x: str) -> str:
         """``plugin.to_onnx(self, x)``, or :class:`OnnxExportError` naming the plugin."""
         to_onnx = getattr(plugin, "to_onnx", None)
+        origin = self.model.registry.origin(plugin)
         if to_onnx is None:
             raise OnnxExportError(
-                f"cannot export to ONNX: {plugin.kind} {plugin.name!r} from "
-                f"{_package(self.model, plugin)} has no ONNX mapping (a to_onnx(ctx, x) method, "
-                "see microfw.onnx); nothing was written"
+                f"cannot export to ONNX: {plugin.kind} {plugin.name!r} from {origin} has no "
+                "ONNX mapping (a to_onnx(ctx, x) method, see microfw.onnx); nothing was written"
             )
         out = to_onnx(self, x)
         if not isinstance(out, str):
             raise OnnxExportError(
-                f"{plugin.kind} {plugin.name!r} from {_package(self.model, plugin)}: to_onnx "
-                f"returned {out!r}, expected the name of its output tensor"
+                f"{plugin.kind} {plugin.name!r} from {origin}: to_onnx returned {out!r}, "
+                "expected the name of its output tensor"
             )
         return out
 
@@ -159,13 +160,13 @@ def export(model: mf.Sequential, path: str | os.PathLike[str]) -> None:
 def metadata(model: mf.Sequential) -> dict[str, str]:
     """The ``metadata_props`` of the export: microfw version, spec and plugin versions."""
     plugins = []
-    for plugin in _plugins(model):
-        entry = _entry(model, plugin)
+    for kind, name, cls in plugins_of([*model.layers, model.loss, model.optimizer]):
+        entry = model.registry.entry_of(kind, name, cls)
         plugins.append(
             {
-                "kind": plugin.kind,
-                "name": plugin.name,
-                "package": entry.provenance.package if entry else type(plugin).__module__,
+                "kind": kind,
+                "name": name,
+                "package": entry.provenance.package if entry else cls.__module__,
                 "version": entry.provenance.version if entry else None,
             }
         )
@@ -175,40 +176,6 @@ def metadata(model: mf.Sequential) -> dict[str, str]:
         "spec": model.to_spec().to_json(indent=None),
         "plugins": json.dumps(unique),
     }
-
-
-def _plugins(model: mf.Sequential) -> list[mf.Plugin]:
-    """Every plugin instance of the model, nested ones (initializers, schedules) included."""
-    found: list[mf.Plugin] = []
-
-    def visit(plugin: Any) -> None:
-        if isinstance(plugin, mf.ActivationLayer):
-            plugin = plugin.activation
-        if not isinstance(plugin, mf.Plugin):
-            return
-        found.append(plugin)
-        for key in plugin.get_params():
-            visit(getattr(plugin, key, None))
-
-    for plugin in [*model.layers, model.loss, model.optimizer]:
-        visit(plugin)
-    return found
-
-
-def _entry(model: mf.Sequential, plugin: mf.Plugin) -> Any:
-    registry = model.registry
-    if registry.has(plugin.kind, plugin.name):
-        entry = registry.entry(plugin.kind, plugin.name)
-        if entry.cls is type(plugin):
-            return entry
-    return None
-
-
-def _package(model: mf.Sequential, plugin: Any) -> str:
-    entry = _entry(model, plugin) if isinstance(plugin, mf.Plugin) else None
-    if entry is not None:
-        return f"package {entry.provenance}"
-    return f"module {type(plugin).__module__} (not registered)"
 
 
 def _weights_by_layer(model: mf.Sequential) -> list[tuple[mf.Layer, list[np.ndarray[Any, Any]]]]:

@@ -56,6 +56,20 @@ def test_register_in_process_is_usable_by_name_with_provenance(empty):
     np.testing.assert_allclose(act.forward(np.array([1.0, -3.0])), [0.5, -0.75])
 
 
+def test_entry_of_and_origin_name_only_the_class_registered_under_the_name(empty):
+    class Lookalike(Softsign):  # the same kind and name, another class
+        pass
+
+    empty.register(Softsign)
+    assert empty.entry_of("activation", "softsign", Softsign) is empty.entry(
+        "activation", "softsign"
+    )
+    assert empty.entry_of("activation", "softsign", Lookalike) is None
+    assert empty.entry_of("activation", "nothing", Softsign) is None
+    assert empty.origin(Softsign()) == f"package {__name__}"
+    assert empty.origin(Lookalike()) == f"module {__name__} (not registered)"
+
+
 def test_register_decorator_goes_to_the_registry_in_use(empty):
     with using(empty):
 

@@ -288,6 +288,21 @@ class Registry:
             return table[name]
         raise PluginNotFoundError(unknown_name_message(kind, name, sorted(table)))
 
+    def entry_of(self, kind: str, name: str, cls: type) -> Entry | None:
+        """The entry registering exactly ``cls`` as ``name`` within ``kind``, or None (the
+        class is not registered, or another class holds the name)."""
+        table = self._ensure_index()[_check_kind(kind)]
+        entry = table.get(name) if isinstance(name, str) else None
+        return entry if entry is not None and entry.cls is cls else None
+
+    def origin(self, plugin: Plugin) -> str:
+        """Where ``plugin``'s class comes from, for messages: ``package <name> <version>``,
+        or ``module <module> (not registered)``."""
+        entry = self.entry_of(plugin.kind, plugin.name, type(plugin))
+        if entry is not None:
+            return f"package {entry.provenance}"
+        return f"module {type(plugin).__module__} (not registered)"
+
     def get(self, kind: str, name: str) -> type[Plugin]:
         """The class registered as ``name`` within ``kind``."""
         return self.entry(kind, name).cls

@@ -66,11 +66,12 @@ def to_bytes(model: Sequential, *, columns: Columns | None = None) -> bytes:
 
 def _plugin_record(registry: Registry, kind: str, name: str, cls: type) -> dict[str, Any]:
     """The record of one plugin the model uses; it must be the one its name loads."""
-    entry = registry.entry(kind, name) if registry.has(kind, name) else None
-    if entry is None or entry.cls is not cls:
+    entry = registry.entry_of(kind, name, cls)
+    if entry is None:
+        holder = registry.entry(kind, name) if registry.has(kind, name) else None
         found = (
-            f"registered as {entry.cls.__module__}.{entry.cls.__qualname__}"
-            if entry
+            f"registered as {holder.cls.__module__}.{holder.cls.__qualname__}"
+            if holder
             else "not registered"
         )
         raise PluginError(

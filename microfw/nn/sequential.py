@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import numpy as np
 
-from microfw.core.interfaces import Activation, Array, Layer, Loss, Optimizer, Plugin, to_ref
+from microfw.core.interfaces import Activation, Array, Layer, Loss, Optimizer, to_ref
 from microfw.core.registry import Registry, current_registry
 from microfw.core.rng import RngKind, make_streams
 from microfw.errors import PluginError, Problem, SpecError, short_repr
@@ -388,7 +388,7 @@ class Sequential:
                 plugin = plugin_of(layer)
                 raise PluginError(
                     f"layers[{i}]: {plugin.kind} {plugin.name!r} from "
-                    f"{_package(self.registry, plugin)}: forward returned {got} for "
+                    f"{self.registry.origin(plugin)}: forward returned {got} for "
                     f"{X.shape[0]} row(s) of width {n_in}, expected {expected} (one row per "
                     "input row, output_dim columns, the model's dtype)"
                 )
@@ -446,15 +446,6 @@ class Sequential:
 def _layer_index(name: str) -> int:
     """The layer index of a store array's full name (``layers.<i>.<array>``)."""
     return int(name.split(".", 2)[1])
-
-
-def _package(registry: Registry, plugin: Plugin) -> str:
-    """The package that registered ``plugin``'s class, else the module defining it."""
-    if registry.has(plugin.kind, plugin.name):
-        entry = registry.entry(plugin.kind, plugin.name)
-        if entry.cls is type(plugin):
-            return f"package {entry.provenance}"
-    return f"module {type(plugin).__module__} (not registered)"
 
 
 def _python_int(value: Any) -> Any:
