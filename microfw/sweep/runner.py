@@ -454,22 +454,9 @@ class _Sweep:
             if result.get("model") is not None and self._better(float(result["value"])):
                 atomic_write(self.out / BEST_MODEL, result["model"])
             self.study.tell(trial, value)
-        last = curve[max(curve)] if curve else None
         if state == "complete" and curve:
             self.curves[number] = curve
-        self.done[number] = {
-            "number": number,
-            "state": state,
-            "params": self.space.decode(trial.params),
-            "value": value if state == "complete" else (last if state == "pruned" else None),
-            "metrics": result.get("metrics", {}),
-            "duration": result.get("duration"),
-            "epochs": result.get("epochs"),
-            "seed": trial.user_attrs.get("seed"),
-            "node": result.get("node"),
-            "rerun_of": trial.user_attrs.get("rerun_of"),
-            "error": (result.get("error") or "failed") if state == "fail" else None,
-        }
+        self.done[number] = self._make_row(number, state, trial.params, value, trial.user_attrs)
         self.write(self.rows())
 
     def _better(self, value: float) -> bool:
@@ -500,23 +487,29 @@ class _Sweep:
         if not t.state.is_finished() or _interrupted(t):
             return None
         names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
-        result = t.user_attrs.get("result", {})
-        value = t.value
+        return self._make_row(t.number, names.get(t.state, "fail"), t.params, t.value, t.user_attrs)
+
+    def _make_row(
+        self, number: int, state: str, params: Any, value: Any, attrs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A finished trial's row, from what the study holds of it (``attrs``: its user
+        attributes); a pruned trial's value is the last one it reported."""
+        result = attrs.get("result", {})
         curve = result.get("curve")
-        if t.state == TrialState.PRUNED and curve:
-            value = curve[max(curve, key=int)]
+        if state == "pruned":
+            value = curve[max(curve, key=int)] if curve else None
         return {
-            "number": t.number,
-            "state": names.get(t.state, "fail"),
-            "params": self.space.decode(t.params),
-            "value": value,
+            "number": number,
+            "state": state,
+            "params": self.space.decode(params),
+            "value": value if state != "fail" else None,
             "metrics": result.get("metrics", {}),
             "duration": result.get("duration"),
             "epochs": result.get("epochs"),
-            "seed": t.user_attrs.get("seed"),
+            "seed": attrs.get("seed"),
             "node": result.get("node"),
-            "rerun_of": t.user_attrs.get("rerun_of"),
-            "error": t.user_attrs.get("error"),
+            "rerun_of": attrs.get("rerun_of"),
+            "error": attrs.get("error") if state == "fail" else None,
         }
 
     def write(self, rows: list[dict[str, Any]]) -> list[Path]:
