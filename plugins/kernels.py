@@ -187,7 +187,6 @@ def adam_step(
         t(bias_2_sqrt),
         t(0.0 if decoupled else weight_decay),
         t(1 - lr * weight_decay if decoupled else 1.0),
-        decoupled,
         amsgrad,
     )
 
@@ -205,14 +204,12 @@ def _adam_step(
     c2: Any,
     eps: Any,
     bias_2_sqrt: Any,
-    wd: Any,
+    coupled: Any,
     shrink: Any,
-    decoupled: bool,
     amsgrad: bool,
 ) -> None:
     # Branch-free loops (so they vectorise): weight decay as exact identities when unused,
     # g + p * 0 and p * 1 (``coupled`` and ``shrink`` come so from adam_step).
-    coupled = wd
     if amsgrad:
         for i in range(p.size):
             pi = p[i]

@@ -145,10 +145,9 @@ class CategoricalCrossentropy(_ValueAndGrad):
             )
 
 
-def bce_from_logits(z: Array, p: Array, y: Array, n: int | None = None) -> tuple[float, Array]:
+def bce_from_logits(z: Array, p: Array, y: Array, n: int) -> tuple[float, Array]:
     """sum(max(z, 0) - z y + log1p(exp(-|z|))) / n and its gradient (p - y) / n, p =
-    sigmoid(z); ``n`` defaults to ``z.size`` (the mean)."""
-    n = z.size if n is None else n
+    sigmoid(z); ``n`` is ``z.size`` for the mean."""
     terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
     g = np.subtract(p, y, dtype=p.dtype)
     g /= n
