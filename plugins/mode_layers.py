@@ -1,11 +1,13 @@
 """Built-in layers whose training and inference modes differ, and layer normalisation.
 
-``m`` is the number of rows of the batch, ``k`` the number of features.
+``m`` is the number of rows of the batch, ``k`` the number of features. Each maps its
+inference forward to ONNX (``to_onnx``, see :mod:`microfw.onnx`) as the same arithmetic in the
+same order, in the model's dtype.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
@@ -63,6 +65,10 @@ class Dropout(Layer):
         np.multiply(dy, keep, out=dx)
         dx *= 1 / (1 - self.rate)
         return dx
+
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): Identity, inference's y = x (``rate`` plays no part)."""
+        return str(ctx.node("Identity", [x]))
 
 
 class BatchNorm(Layer):
@@ -169,6 +175,17 @@ class BatchNorm(Layer):
         dx *= factor
         return dx
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): the inference forward from the running statistics,
+        (x - running_mean) / sqrt(running_var + eps) (gamma, beta where present), the
+        divisor computed here as ``forward`` computes it. Not BatchNormalization: its epsilon
+        is a float32 attribute, and onnxruntime's kernel rounds otherwise, as a scale and
+        shift would (on x near the mean: 7e-11 relative off in float64, 0.1 in float32)."""
+        std = np.sqrt(self.running_var + self.eps)
+        y = ctx.node("Sub", [x, ctx.constant(self.running_mean, "running_mean")])
+        y = ctx.node("Div", [y, ctx.constant(std, "running_std")])
+        return _onnx_affine(ctx, y, self.gamma, self.beta)
+
 
 class LayerNorm(Layer):
     """y = gamma (x - mean) / sqrt(var + eps) + beta, mean and var over each row's features.
@@ -188,6 +205,7 @@ class LayerNorm(Layer):
         self.gamma, self.dgamma, self.beta, self.dbeta = _affine(
             store, n_in, scale=affine, center=affine
         )
+        self._features = n_in
         self._xhat, self._out, self._dx = WorkBuffer(), WorkBuffer(), WorkBuffer()
 
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -224,6 +242,25 @@ class LayerNorm(Layer):
         dx *= self._inv_std[:, None]
         return dx
 
+    def to_onnx(self, ctx: Any, x: str) -> str:
+        """ONNX (see microfw.onnx): ``forward``'s steps over each row's features: the mean
+        summed in NumPy's order (``_onnx_row_sum``), so that x - mean rounds as NumPy's even
+        where it cancels; var = ReduceSumSquare(x - mean) / k; (x - mean) (1 / sqrt(var +
+        eps)); gamma and beta with ``elementwise_affine``. Not LayerNormalization: its
+        epsilon is a float32 attribute and onnxruntime's kernel rounds otherwise (on normal
+        rows 5e-12 relative off in float64, 1e-4 in float32; 4e-11 and 2e-2 on rows around
+        100, as if var were E[x^2] - E[x]^2)."""
+        k = self._features
+        count = ctx.constant(float(k), "features")
+        mean = ctx.node("Div", [_onnx_row_sum(ctx, x, 0, k), count])
+        centred = ctx.node("Sub", [x, mean])
+        squares = _onnx_sum_of_squares(ctx, centred)
+        var = ctx.node("Div", [squares, count])
+        std = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.constant(self.eps, "eps")])])
+        # Reciprocal, not Div(1, std): onnxruntime rewrites Div(1, s) then Mul(c, .) as Div(c, s)
+        y = ctx.node("Mul", [centred, ctx.node("Reciprocal", [std])])
+        return _onnx_affine(ctx, y, self.gamma, self.beta)
+
 
 def _affine(
     store: Store, n_in: int, *, scale: bool, center: bool
@@ -235,3 +272,72 @@ def _affine(
     beta = store.add("beta", (n_in,), 0.0) if center else None
     dbeta = store.grad("beta") if center else None
     return gamma, dgamma, beta, dbeta
+
+
+def _onnx_affine(ctx: Any, y: str, gamma: Array | None, beta: Array | None) -> str:
+    """ONNX: y gamma + beta, each where present (as the layers' in-place ``*=`` and ``+=``)."""
+    if gamma is not None:
+        y = ctx.node("Mul", [y, ctx.constant(gamma, "gamma")])
+    if beta is not None:
+        y = ctx.node("Add", [y, ctx.constant(beta, "beta")])
+    return str(y)
+
+
+_PAIRWISE_BLOCK = 128
+"""NumPy's PW_BLOCKSIZE: the pairwise sum splits longer runs in two."""
+
+
+def _onnx_row_sum(ctx: Any, x: str, start: int, stop: int) -> str:
+    """ONNX: the sum over columns ``start:stop`` of 2-D ``x``, ``(m, 1)``, added in the order
+    of NumPy's pairwise summation (``x.sum(axis=1)`` of a C-ordered array, numpy's
+    ``pairwise_sum`` in ``loops_utils.h.src``), so that it rounds exactly as NumPy's:
+    fewer than 8 columns one after the other; up to 128 in 8 running sums (of every 8th
+    column), added as ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), then the rest one
+    by one; more in two halves (the first a multiple of 8 columns), each summed so.
+    onnxruntime's ReduceSum adds in another order."""
+    n = stop - start
+
+    def columns(first: int, last: int) -> str:
+        return str(ctx.node("Slice", [x, *_slice_bounds(ctx, first, last, 1)]))
+
+    def pairs(y: str, width: int) -> str:  # (y0 + y1, y2 + y3, ...) of an even width
+        even = ctx.node("Slice", [y, *_slice_bounds(ctx, 0, width, 2)])
+        odd = ctx.node("Slice", [y, *_slice_bounds(ctx, 1, width, 2)])
+        return str(ctx.node("Add", [even, odd]))
+
+    if n < 8:
+        total = columns(start, start + 1)
+        for j in range(start + 1, stop):
+            total = ctx.node("Add", [total, columns(j, j + 1)])
+        return str(total)
+    if n <= _PAIRWISE_BLOCK:
+        blocks = n - n % 8
+        running = columns(start, start + 8)
+        for j in range(start + 8, start + blocks, 8):
+            running = ctx.node("Add", [running, columns(j, j + 8)])
+        total = pairs(pairs(pairs(running, 8), 4), 2)
+        for j in range(start + blocks, stop):
+            total = ctx.node("Add", [total, columns(j, j + 1)])
+        return str(total)
+    half = n // 2
+    half -= half % 8
+    left = _onnx_row_sum(ctx, x, start, start + half)
+    return str(ctx.node("Add", [left, _onnx_row_sum(ctx, x, start + half, stop)]))
+
+
+def _onnx_sum_of_squares(ctx: Any, x: str) -> str:
+    """ONNX: ReduceSumSquare of 2-D ``x`` over its columns, ``(m, 1)``; in a float32 model
+    summed in float64 and rounded (NumPy's einsum has its own order, and float32 sums of
+    hundreds of terms drift apart by several units in the last place)."""
+    if ctx.dtype == np.float64:
+        return str(ctx.node("ReduceSumSquare", [x], axes=[1], keepdims=1))
+    from onnx import helper
+
+    wide = ctx.node("Cast", [x], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.float64)))
+    squares = ctx.node("ReduceSumSquare", [wide], axes=[1], keepdims=1)
+    return str(ctx.node("Cast", [squares], to=helper.np_dtype_to_tensor_dtype(ctx.dtype)))
+
+
+def _slice_bounds(ctx: Any, start: int, stop: int, step: int) -> list[str]:
+    """Slice's starts, ends, axes (1) and steps inputs, for columns ``start:stop:step``."""
+    return [ctx.constant([v], "slice", np.int64) for v in (start, stop, 1, step)]
