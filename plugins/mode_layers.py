@@ -15,7 +15,7 @@ from pydantic import Field
 from microfw import Layer, WorkBuffer
 from microfw.core.interfaces import Array, Store
 
-from . import kernels
+from . import kernels, onnx_ops
 from .ops import dropout_keep
 
 
@@ -329,13 +329,9 @@ def _onnx_sum_of_squares(ctx: Any, x: str) -> str:
     """ONNX: ReduceSumSquare of 2-D ``x`` over its columns, ``(m, 1)``; in a float32 model
     summed in float64 and rounded (NumPy's einsum has its own order, and float32 sums of
     hundreds of terms drift apart by several units in the last place)."""
-    if ctx.dtype == np.float64:
-        return str(ctx.node("ReduceSumSquare", [x], axes=[1], keepdims=1))
-    from onnx import helper
-
-    wide = ctx.node("Cast", [x], to=helper.np_dtype_to_tensor_dtype(np.dtype(np.float64)))
-    squares = ctx.node("ReduceSumSquare", [wide], axes=[1], keepdims=1)
-    return str(ctx.node("Cast", [squares], to=helper.np_dtype_to_tensor_dtype(ctx.dtype)))
+    return onnx_ops.in_float64(
+        ctx, x, lambda v: str(ctx.node("ReduceSumSquare", [v], axes=[1], keepdims=1))
+    )
 
 
 def _slice_bounds(ctx: Any, start: int, stop: int, step: int) -> list[str]:

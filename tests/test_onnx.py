@@ -174,6 +174,21 @@ def ref_id(ref: Any) -> str:
     return ref if isinstance(ref, str) else ",".join(f"{k}={ref[k]}" for k in ref)
 
 
+def after_linear(ref: Any, n_in: int, units: int, dtype: str, **spec: Any) -> mf.Sequential:
+    """A model of a linear layer (``n_in`` -> ``units``) then ``ref``, squared error."""
+    layers = [{"type": "linear", "units": units}, ref]
+    return mf.build(
+        {
+            "spec_version": 1,
+            "input_dim": n_in,
+            "layers": layers,
+            "loss": "squared_error",
+            "dtype": dtype,
+            **spec,
+        }
+    )
+
+
 EXTREME_ACTIVATIONS = [*ACTIVATIONS, "softmax", *(v for v in VARIANTS if v["type"] in ACTIVATIONS)]
 
 
@@ -185,15 +200,7 @@ def test_each_activation_matches_at_extreme_inputs(
     """Through a linear layer with identity weights: inputs from -1e4 to 1e4, where sigmoid's
     exponent is capped, exp overflows or underflows (silu, softplus, elu, mish...), softplus
     passes its threshold, tanh, erf, softsign and softmax saturate, and near 0 (expm1, log1p)."""
-    model = mf.build(
-        {
-            "spec_version": 1,
-            "input_dim": 4,
-            "layers": [{"type": "linear", "units": 4}, activation],
-            "loss": "squared_error",
-            "dtype": dtype,
-        }
-    )
+    model = after_linear(activation, 4, 4, dtype)
     model.set_weights([np.eye(4), np.zeros(4)])
     values = np.concatenate([-np.logspace(-3, 4, 30), [0.0], np.logspace(-3, 4, 30)])
     X = np.random.default_rng(0).permutation(np.resize(values, 244)).reshape(61, 4)
@@ -212,17 +219,14 @@ def fitted_model(ref: Any, dtype: str, seed: int = 0) -> tuple[mf.Sequential, An
     """``ref`` after a linear layer of 5 units (3 inputs), as the model's last layer, briefly
     fitted (with random targets: weights, biases, gamma, beta and running statistics all move
     from their initial values); and fresh inputs of another scale than the training ones."""
-    model = mf.build(
-        {
-            "spec_version": 1,
-            "input_dim": 3,
-            "layers": [{"type": "linear", "units": 5}, ref],
-            "loss": "squared_error",
-            "dtype": dtype,
-            "seed": seed,
-            "optimizer": {"type": "sgd", "lr": 0.01},
-            "training": {"batch_size": 16},
-        }
+    model = after_linear(
+        ref,
+        3,
+        5,
+        dtype,
+        seed=seed,
+        optimizer={"type": "sgd", "lr": 0.01},
+        training={"batch_size": 16},
     )
     rng = np.random.default_rng(seed)
     X = rng.normal(2.0, 3.0, size=(96, 3))
